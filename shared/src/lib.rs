@@ -1,0 +1,22 @@
+//! `bbb-shared`: everything more than one bbb process needs.
+//!
+//! # Layout
+//! - [`config`]: the layered configuration (the original `config.json` shape, new keys,
+//!   `TASKCLUSTER_*` / `BBB_*` environment overrides) and [`secret::Secret`], the type that
+//!   keeps access tokens and passwords out of logs.
+//! - [`bridgedb`]: every SQL statement of the bridge's own database (tracked tasks), on
+//!   PostgreSQL, MySQL/MariaDB and SQLite, with the migrations under `migrations/`.
+//! - [`schedulerdb`]: every SQL statement against Buildbot 0.8's scheduler database, which
+//!   Buildbot owns: the bridge reads and inserts rows, it never creates or alters tables.
+//! - [`jobs`]: one type per job kind with its stable name, idempotency key and lock key.
+//! - [`queue`]: idempotent enqueueing on Redis (through apalis-redis), dead letters.
+//! - [`lock`]: the per-taskId Redis lock (token, expiry, renewal, compare-and-delete).
+//! - [`telemetry`]: logging set-up in one place.
+pub mod bridgedb;
+pub mod config;
+pub mod jobs;
+pub mod lock;
+pub mod queue;
+pub mod schedulerdb;
+pub mod secret;
+pub mod telemetry;
