@@ -4,6 +4,7 @@
 //! - [`config`]: the layered configuration (the original `config.json` shape, new keys,
 //!   `TASKCLUSTER_*` / `BBB_*` environment overrides) and [`secret::Secret`], the type that
 //!   keeps access tokens and passwords out of logs.
+//! - [`dburl`]: database URLs in the original (SQLAlchemy) and sqlx forms.
 //! - [`bridgedb`]: every SQL statement of the bridge's own database (tracked tasks), on
 //!   PostgreSQL, MySQL/MariaDB and SQLite, with the migrations under `migrations/`.
 //! - [`schedulerdb`]: every SQL statement against Buildbot 0.8's scheduler database, which
@@ -14,6 +15,7 @@
 //! - [`telemetry`]: logging set-up in one place.
 pub mod bridgedb;
 pub mod config;
+pub mod dburl;
 pub mod jobs;
 pub mod lock;
 pub mod queue;

@@ -1,0 +1,81 @@
+//! `bbb-worker`: the interchangeable worker pool.
+//!
+//! # Layout
+//! - [`runtime`]: apalis workers per job kind, the per-taskId lock around each job, retries
+//!   with backoff, dead letters, supervision and graceful shutdown.
+//! - [`jobs`]: one file per job handler and the one registration list.
+//!
+//! [`run`] wires them: it is what `main.rs` and the tests call.
+pub mod jobs;
+pub mod runtime;
+
+use std::time::Duration;
+
+use bbb_shared::{
+    lock::Locks,
+    queue::{JobQueue, QueueSettings},
+};
+use tokio::{sync::watch, task::JoinSet};
+
+use crate::{
+    jobs::Registration,
+    runtime::{JobContext, RuntimeSettings},
+};
+
+/// Everything a worker process needs, already connected.
+#[derive(Debug, Clone)]
+pub struct WorkerSetup {
+    pub queue_settings: QueueSettings,
+    pub runtime: RuntimeSettings,
+    pub lock_ttl: Duration,
+    pub jobs: Registration,
+}
+
+/// Runs the worker pool until `shutdown` turns true, then drains in-flight jobs and returns.
+pub async fn run(
+    conn: apalis_redis::ConnectionManager,
+    setup: WorkerSetup,
+    shutdown: watch::Receiver<bool>,
+) {
+    let queue = JobQueue::new(conn.clone(), setup.queue_settings.clone());
+    let locks = Locks::new(
+        conn.clone(),
+        setup.queue_settings.prefix.clone(),
+        setup.lock_ttl,
+    );
+    let ctx = JobContext {
+        queue: queue.clone(),
+        locks,
+        worker: runtime::worker_name("pool", 0),
+    };
+    let mut set = JoinSet::new();
+    jobs::register(
+        &mut set,
+        &setup.jobs,
+        &ctx,
+        &setup.runtime,
+        &conn,
+        &shutdown,
+    );
+    set.spawn(janitor(queue, setup.jobs.clone(), shutdown.clone()));
+    while set.join_next().await.is_some() {}
+}
+
+/// Frees the storage of finished jobs every few seconds.
+async fn janitor(queue: JobQueue, jobs: Registration, mut shutdown: watch::Receiver<bool>) {
+    let mut kinds: Vec<&str> = Vec::new();
+    if jobs.probe {
+        kinds.push(<bbb_shared::jobs::Probe as bbb_shared::jobs::Job>::NAME);
+    }
+    loop {
+        for kind in &kinds {
+            if let Err(e) = queue.vacuum(kind, 1000).await {
+                tracing::debug!("vacuuming finished {kind} jobs failed: {e}");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
