@@ -12,13 +12,18 @@
 //! - [`jobs`]: one type per job kind with its stable name, idempotency key and lock key.
 //! - [`queue`]: idempotent enqueueing on Redis (through apalis-redis), dead letters.
 //! - [`lock`]: the per-taskId Redis lock (token, expiry, renewal, compare-and-delete).
+//! - [`process`]: the flags every binary shares and the shutdown signal.
 //! - [`telemetry`]: logging set-up in one place.
 pub mod bridgedb;
 pub mod config;
 pub mod dburl;
 pub mod jobs;
 pub mod lock;
+pub mod process;
 pub mod queue;
 pub mod schedulerdb;
 pub mod secret;
 pub mod telemetry;
+/// Fresh databases on the real servers for tests (feature `testing`).
+#[cfg(feature = "testing")]
+pub mod testing;

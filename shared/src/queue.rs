@@ -298,3 +298,18 @@ pub async fn connect(url: &crate::secret::SecretUrl) -> Result<ConnectionManager
         .set_number_of_retries(3);
     Ok(client.get_connection_manager_with_config(config).await?)
 }
+
+impl QueueSettings {
+    /// The queue settings every process derives from the same configuration.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let w = &config.worker;
+        let heartbeat = Duration::from_millis(w.heartbeat_ms.max(100));
+        let missed = (w.orphan_after_ms / heartbeat.as_millis().max(1) as u64).max(2);
+        Self {
+            prefix: config.redis.prefix.clone(),
+            idempotency_ttl: Duration::from_secs(config.redis.idempotency_ttl_secs.max(1)),
+            heartbeat,
+            missed_heartbeats: usize::try_from(missed).unwrap_or(usize::MAX),
+        }
+    }
+}
