@@ -188,6 +188,9 @@ pub struct Probe {
     pub fail_times: u32,
     /// Redis list that receives one `start,end,id,worker` record per successful run.
     pub record_to: String,
+    /// Abort the worker process when the job starts (proves crash counting).
+    #[serde(default)]
+    pub crash: bool,
 }
 
 impl Job for Probe {

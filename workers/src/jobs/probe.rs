@@ -8,6 +8,10 @@ use redis::AsyncCommands;
 use crate::runtime::{JobContext, JobError, JobResult};
 
 pub async fn run(ctx: JobContext, job: Probe) -> JobResult {
+    if job.crash {
+        tracing::error!("probe {} aborts this process on purpose", job.id);
+        std::process::abort();
+    }
     let mut conn = ctx.queue.connection();
     let start = chrono::Utc::now().timestamp_millis();
     tokio::time::sleep(std::time::Duration::from_millis(job.duration_ms)).await;

@@ -88,6 +88,7 @@ impl Bed {
             duration_ms,
             fail_times: 0,
             record_to: self.record_key(),
+            crash: false,
         }
     }
 
@@ -124,6 +125,38 @@ impl Bed {
             let _: Result<(), _> = conn.del(chunk).await;
         }
     }
+}
+
+/// A `bbb-worker` child process on this bed's prefix, with short heartbeats and lock expiry.
+pub fn spawn_worker_process(bed: &Bed, max_attempts: u32) -> std::process::Child {
+    let dir = std::env::temp_dir().join(&bed.prefix);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("worker.json");
+    let body = serde_json::json!({
+        "taskcluster_queue_config": {"rootUrl": "http://127.0.0.1:1", "credentials": {"clientId": "c", "accessToken": "t"}},
+        "buildbot_scheduler_db": "sqlite::memory:",
+        "bbb_db": "sqlite::memory:",
+        "selfserve_url": "http://127.0.0.1:1/self-serve",
+        "pulse_url": "amqp://guest:guest@127.0.0.1:5672/%2f",
+        "pulse_queue_basename": "queue/unused",
+        "redis_url": REDIS_URL,
+        "redis": {"prefix": bed.prefix, "idempotency_ttl": 600},
+        "tc_worker_group": "g",
+        "tc_worker_id": "w",
+        "tclistener": {"worker_type": "bb", "provisioner_id": "bb"},
+        "bblistener": {"pulse_exchange": "exchange/build/"},
+        "worker": {"heartbeat_ms": 500, "orphan_after_ms": 2000, "lock_ttl_ms": 2000,
+                   "max_attempts": max_attempts, "retry_base_ms": 100, "lock_busy_delay_ms": 100},
+    });
+    std::fs::write(&config, body.to_string()).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_bbb-worker"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--probe-jobs")
+        .arg("--no-migrate")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap()
 }
 
 pub struct Pool {
