@@ -131,6 +131,7 @@ impl<'de> serde::Deserialize<'de> for DbUrl {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
