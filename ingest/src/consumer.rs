@@ -42,6 +42,8 @@ pub struct IngestSettings {
     pub declare_exchanges: bool,
     /// Test hook: stop between "job stored" and "ack" and wait to be killed.
     pub pause_before_ack: bool,
+    /// The AMQP connection name the broker shows (`rabbitmqctl list_connections name`).
+    pub connection_name: String,
 }
 
 /// The three bindings of BRIDGE.md, from the configuration.
@@ -107,7 +109,9 @@ async fn session(
     queue: &JobQueue,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let conn = Connection::connect(settings.pulse_url.expose(), ConnectionProperties::default())
+    let properties = ConnectionProperties::default()
+        .with_connection_name(settings.connection_name.as_str().into());
+    let conn = Connection::connect(settings.pulse_url.expose(), properties)
         .await
         .map_err(|e| anyhow::anyhow!("connecting to {}: {e}", settings.pulse_url))?;
     tracing::info!("connected to pulse at {}", settings.pulse_url);

@@ -48,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
         dead_letter_body_limit: config.ingest.dead_letter_body_limit,
         declare_exchanges: args.declare_exchanges || config.ingest.declare_exchanges,
         pause_before_ack: args.pause_before_ack,
+        connection_name: format!("bbb-ingest-{}", std::process::id()),
     };
     bbb_ingest::run(settings, queue, shutdown).await;
     tracing::info!("bbb-ingest stopped");

@@ -58,6 +58,31 @@ impl Bed {
         }
     }
 
+    /// Deletes this test's AMQP queues and exchanges and its Redis keys.
+    async fn cleanup(&self) {
+        use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+        for purpose in ["task-pending", "buildbot"] {
+            let q = format!("{}/queue/{purpose}", self.name);
+            let _ = self
+                .channel
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for ex in [self.tc_exchange(), self.bb_exchange()] {
+            let _ = self
+                .channel
+                .exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let mut conn = self.queue.connection();
+        let keys: Vec<String> = redis::AsyncCommands::keys(&mut conn, format!("{}*", self.name))
+            .await
+            .unwrap_or_default();
+        for k in keys {
+            let _: Result<(), _> = redis::AsyncCommands::del(&mut conn, k).await;
+        }
+    }
+
     fn tc_exchange(&self) -> String {
         format!("{}/exchange/task-pending", self.name)
     }
@@ -89,6 +114,7 @@ impl Bed {
             dead_letter_body_limit: 64,
             declare_exchanges: true,
             pause_before_ack: false,
+            connection_name: format!("{}-ingest", self.name),
         }
     }
 
@@ -204,6 +230,7 @@ async fn a_pulse_message_becomes_exactly_one_job_and_is_acked() {
     // Had the message not been acked, it would be back in the queue now that its consumer left.
     assert_eq!(bed.ready("task-pending").await, 0);
     assert_eq!(bed.queue.pending_count("task-pending").await.unwrap(), 1);
+    bed.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,6 +256,7 @@ async fn the_same_message_published_three_times_is_one_job() {
     // Every message was settled (an unacked one would be back in the queue): the count is final.
     assert_eq!(bed.ready("task-pending").await, 0);
     assert_eq!(bed.queue.pending_count("task-pending").await.unwrap(), 2);
+    bed.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,6 +333,7 @@ async fn garbage_lands_in_the_dead_letter_list_and_the_ingest_keeps_consuming() 
         .find(|l| l.reason.starts_with("not JSON"))
         .unwrap();
     assert_eq!(not_json.body.as_deref(), Some("this is not json"));
+    bed.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,6 +392,7 @@ async fn a_message_whose_ingest_is_killed_before_acking_is_redelivered_and_still
     );
     assert_eq!(bed.queue.pending_count("task-pending").await.unwrap(), 1);
     let _ = std::fs::remove_dir_all(dir);
+    bed.cleanup().await;
 }
 
 fn child_config(bed: &Bed) -> String {
@@ -382,4 +412,141 @@ fn child_config(bed: &Bed) -> String {
         "ingest": {"declare_exchanges": true},
     })
     .to_string()
+}
+
+/// A TCP proxy to Redis that a test can cut (every connection dropped, new ones refused) and
+/// restore: Redis "going away" for this test only.
+struct CuttableProxy {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl CuttableProxy {
+    async fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let (up2, gen2) = (up.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: connection refused in effect
+                }
+                let mut cut = gen2.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:6379").await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            up,
+            generation,
+        }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_redis_is_down_messages_stay_unacked_and_become_jobs_once_it_is_back() {
+    let bed = Bed::new().await;
+    let proxy = CuttableProxy::start().await;
+    let url = SecretUrl::new(format!("redis://127.0.0.1:{}/0", proxy.port));
+    let via_proxy = JobQueue::new(
+        bbb_shared::queue::connect(&url).await.unwrap(),
+        bed.queue.settings().clone(),
+    );
+    let (tx, rx) = watch::channel(false);
+    let handle = tokio::spawn(bbb_ingest::run(bed.settings(), via_proxy, rx));
+    bed.wait_exchange().await;
+    bed.publish_pending(TASK, 0).await;
+    wait_until("the first job", || async {
+        bed.queue.pending_count("task-pending").await.unwrap() == 1
+    })
+    .await;
+
+    proxy.cut();
+    bed.publish_pending(TASK, 1).await;
+    bed.publish_pending(TASK, 2).await;
+    // The messages are delivered but cannot be stored: nacked back to the queue, again and
+    // again, never acked and never lost.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(bed.queue.pending_count("task-pending").await.unwrap(), 1);
+
+    proxy.restore();
+    wait_until("the two held-back jobs", || async {
+        bed.queue.pending_count("task-pending").await.unwrap() == 3
+    })
+    .await;
+    tx.send(true).unwrap();
+    handle.await.unwrap();
+    assert_eq!(bed.ready("task-pending").await, 0);
+    bed.cleanup().await;
+}
+
+/// Closes this test's ingest connection from the broker side, as a broker restart would.
+fn close_connection_on_the_broker(name: &str) -> bool {
+    let out = Command::new("rabbitmqctl")
+        .args(["list_connections", "pid", "name", "client_properties"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let Some(line) = listing.lines().find(|l| l.contains(name)) else {
+        return false;
+    };
+    let pid = line.split('\t').next().unwrap();
+    Command::new("rabbitmqctl")
+        .args(["close_connection", pid, "closed by a test"])
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingest_reconnects_after_the_broker_closes_its_connection() {
+    let bed = Bed::new().await;
+    let settings = bed.settings();
+    let name = settings.connection_name.clone();
+    let (stop, handle) = bed.start(settings);
+    bed.wait_exchange().await;
+    bed.publish_pending(TASK, 0).await;
+    wait_until("the first job", || async {
+        bed.queue.pending_count("task-pending").await.unwrap() == 1
+    })
+    .await;
+    assert!(
+        close_connection_on_the_broker(&name),
+        "the ingest's connection {name} was listed"
+    );
+    bed.publish_pending(TASK, 1).await;
+    wait_until(
+        "the job published after the broker closed the connection",
+        || async { bed.queue.pending_count("task-pending").await.unwrap() == 2 },
+    )
+    .await;
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    assert_eq!(bed.ready("task-pending").await, 0);
+    bed.cleanup().await;
 }
