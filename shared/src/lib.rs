@@ -13,6 +13,8 @@
 //! - [`queue`]: idempotent enqueueing on Redis (through apalis-redis), dead letters.
 //! - [`lock`]: the per-taskId Redis lock (token, expiry, renewal, compare-and-delete).
 //! - [`process`]: the flags every binary shares and the shutdown signal.
+//! - [`selfserve`]: the BuildAPI self-serve client (cancel Builds and BuildRequests).
+//! - [`tc`]: the Taskcluster queue client, its calls typed and their failures classified.
 //! - [`telemetry`]: logging set-up in one place.
 pub mod bridgedb;
 pub mod config;
@@ -23,6 +25,8 @@ pub mod process;
 pub mod queue;
 pub mod schedulerdb;
 pub mod secret;
+pub mod selfserve;
+pub mod tc;
 pub mod telemetry;
 /// Fresh databases on the real servers for tests (feature `testing`).
 #[cfg(feature = "testing")]

@@ -6,8 +6,10 @@
 //! - [`jobs`]: one file per job handler and the one registration list.
 //!
 //! [`run`] wires them: it is what `main.rs` and the tests call.
+pub mod allowed;
 pub mod jobs;
 pub mod runtime;
+pub mod validate;
 
 use std::time::Duration;
 
