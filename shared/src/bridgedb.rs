@@ -298,27 +298,31 @@ pub struct TrackedTask {
     pub taken_until: Option<i64>,
     pub buildername: Option<String>,
     pub branch: Option<String>,
+    /// The Build holding the current run's claim (`<master>/<builder>/<number>`).
+    pub claimed_by: Option<String>,
+    /// The task's `expires`, epoch s (artifacts may not outlive it).
+    pub task_expires: Option<i64>,
 }
 
 /// The columns of [`TrackedTask`], aliased to its field names.
 macro_rules! standard_columns {
     () => {
-        r#""taskId" AS task_id, CAST("runId" AS BIGINT) AS run_id, CAST("buildrequestId" AS BIGINT) AS buildrequest_id, CAST("createdDate" AS BIGINT) AS created_date, CAST("processedDate" AS BIGINT) AS processed_date, CAST("takenUntil" AS BIGINT) AS taken_until, buildername, branch"#
+        r#""taskId" AS task_id, CAST("runId" AS BIGINT) AS run_id, CAST("buildrequestId" AS BIGINT) AS buildrequest_id, CAST("createdDate" AS BIGINT) AS created_date, CAST("processedDate" AS BIGINT) AS processed_date, CAST("takenUntil" AS BIGINT) AS taken_until, buildername, branch, "claimedBy" AS claimed_by, CAST("taskExpires" AS BIGINT) AS task_expires"#
     };
 }
 macro_rules! mysql_columns {
     () => {
-        "taskId AS task_id, runId AS run_id, buildrequestId AS buildrequest_id, createdDate AS created_date, processedDate AS processed_date, takenUntil AS taken_until, buildername, branch"
+        "taskId AS task_id, runId AS run_id, buildrequestId AS buildrequest_id, createdDate AS created_date, processedDate AS processed_date, takenUntil AS taken_until, buildername, branch, claimedBy AS claimed_by, taskExpires AS task_expires"
     };
 }
 
 const INSERT_TASK: Stmt = Stmt {
     name: "insert_task",
-    standard: r#"INSERT INTO tasks ("taskId", "runId", "buildrequestId", "createdDate", "processedDate", "takenUntil", buildername, branch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING"#,
+    standard: r#"INSERT INTO tasks ("taskId", "runId", "buildrequestId", "createdDate", "processedDate", "takenUntil", buildername, branch, "taskExpires") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING"#,
     // No upsert form here: MySQL's ON DUPLICATE KEY UPDATE reports a found row as affected
     // (sqlx connects with CLIENT_FOUND_ROWS) and INSERT IGNORE would also swallow truncation.
     // The duplicate-key error is recognised instead.
-    mysql: "INSERT INTO tasks (taskId, runId, buildrequestId, createdDate, processedDate, takenUntil, buildername, branch) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    mysql: "INSERT INTO tasks (taskId, runId, buildrequestId, createdDate, processedDate, takenUntil, buildername, branch, taskExpires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
 };
 
 const GET_TASK: Stmt = Stmt {
@@ -359,16 +363,24 @@ const SET_BUILDREQUEST_ID: Stmt = Stmt {
 /// Moves the task's latest row to a later run. Binds: new runId, taskId, new runId, taskId.
 const UPDATE_RUN_ID: Stmt = Stmt {
     name: "update_run_id",
-    standard: r#"UPDATE tasks SET "runId" = $1, "takenUntil" = NULL WHERE "taskId" = $2 AND "runId" < $3 AND "runId" = (SELECT MAX(latest."runId") FROM tasks latest WHERE latest."taskId" = $4)"#,
+    standard: r#"UPDATE tasks SET "runId" = $1, "takenUntil" = NULL, "claimedBy" = NULL WHERE "taskId" = $2 AND "runId" < $3 AND "runId" = (SELECT MAX(latest."runId") FROM tasks latest WHERE latest."taskId" = $4)"#,
     // MySQL refuses a subquery on the table being updated unless it is materialised in a
     // derived table (error 1093).
-    mysql: "UPDATE tasks SET runId = ?, takenUntil = NULL WHERE taskId = ? AND runId < ? AND runId = (SELECT latest.runId FROM (SELECT MAX(runId) AS runId FROM tasks WHERE taskId = ?) AS latest)",
+    mysql: "UPDATE tasks SET runId = ?, takenUntil = NULL, claimedBy = NULL WHERE taskId = ? AND runId < ? AND runId = (SELECT latest.runId FROM (SELECT MAX(runId) AS runId FROM tasks WHERE taskId = ?) AS latest)",
 };
 
 const SET_TAKEN_UNTIL: Stmt = Stmt {
     name: "set_taken_until",
     standard: r#"UPDATE tasks SET "takenUntil" = $1 WHERE "taskId" = $2 AND "runId" = $3"#,
     mysql: "UPDATE tasks SET takenUntil = ? WHERE taskId = ? AND runId = ?",
+};
+
+/// Records a claim (its expiry and the Build holding it) or clears it (NULLs).
+/// Binds: takenUntil, claimedBy, taskId, runId.
+const SET_CLAIM: Stmt = Stmt {
+    name: "set_claim",
+    standard: r#"UPDATE tasks SET "takenUntil" = $1, "claimedBy" = $2 WHERE "taskId" = $3 AND "runId" = $4"#,
+    mysql: "UPDATE tasks SET takenUntil = ?, claimedBy = ? WHERE taskId = ? AND runId = ?",
 };
 
 const DELETE_TASK: Stmt = Stmt {
@@ -456,6 +468,7 @@ impl BridgeDb {
                 .bind(t.taken_until)
                 .bind(&t.buildername)
                 .bind(&t.branch)
+                .bind(t.task_expires)
                 .execute(p)
                 .await;
             match inserted {
@@ -543,6 +556,28 @@ impl BridgeDb {
 
     /// Records the claim expiry of the run (epoch s). A row that no longer exists, or that has
     /// moved to another run, is left alone.
+    /// Records the claim of run `run_id` (its expiry and the Build that holds it), or clears it
+    /// with `None`s once the run is resolved.
+    pub async fn set_claim(
+        &self,
+        task_id: &str,
+        run_id: i64,
+        taken_until: Option<i64>,
+        claimed_by: Option<&str>,
+    ) -> Result<(), DbError> {
+        on_pool!(&self.pool, &SET_CLAIM, |p, sql| {
+            sqlx::query(sql)
+                .bind(taken_until)
+                .bind(claimed_by)
+                .bind(task_id)
+                .bind(run_id)
+                .execute(p)
+                .await
+                .map(|_| ())
+        })?;
+        Ok(())
+    }
+
     pub async fn set_taken_until(
         &self,
         task_id: &str,

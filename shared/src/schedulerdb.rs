@@ -210,6 +210,20 @@ const BUILDSET_PROPERTIES: Stmt = Stmt {
     mysql: "SELECT property_name, property_value FROM buildset_properties WHERE buildsetid = ?",
 };
 
+/// Finds the request the bridge injected for a task (its buildset's external_idstring).
+const BUILDREQUEST_FOR_TASK: Stmt = Stmt {
+    name: "buildrequest_for_task",
+    standard: "SELECT CAST(br.id AS BIGINT) FROM buildsets bs JOIN buildrequests br ON br.buildsetid = bs.id WHERE bs.external_idstring = $1 ORDER BY br.id LIMIT 1",
+    mysql: "SELECT br.id FROM buildsets bs JOIN buildrequests br ON br.buildsetid = bs.id WHERE bs.external_idstring = ? ORDER BY br.id LIMIT 1",
+};
+
+/// Prefix: the caller appends the bound list and `)`.
+const TASK_IDS_OF: Stmt = Stmt {
+    name: "task_ids_of",
+    standard: "SELECT CAST(br.id AS BIGINT), bp.property_value FROM buildrequests br JOIN buildset_properties bp ON bp.buildsetid = br.buildsetid WHERE bp.property_name = 'taskId' AND br.id IN (",
+    mysql: "SELECT br.id, bp.property_value FROM buildrequests br JOIN buildset_properties bp ON bp.buildsetid = br.buildsetid WHERE bp.property_name = 'taskId' AND br.id IN (",
+};
+
 /// The rows [`SchedulerDb::inject_buildrequest`] writes, computed before any statement runs.
 struct Injection {
     branch: Option<String>,
@@ -365,6 +379,42 @@ impl SchedulerDb {
                 result => return result,
             }
         }
+    }
+
+    /// The request injected for `task_id`, found by its buildset's `external_idstring`: makes
+    /// injection idempotent when a crash came between the injection and recording its id.
+    pub async fn buildrequest_for_task(&self, task_id: &str) -> Result<Option<i64>, DbError> {
+        let external = format!("taskId:{task_id}");
+        on_pool!(&self.pool, &BUILDREQUEST_FOR_TASK, |p, sql| {
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(&external)
+                .fetch_optional(p)
+                .await
+        })
+    }
+
+    /// The `taskId` property of each request's buildset, for the requests that have one:
+    /// (brid, taskId), ordered by brid. One statement per 1000 ids.
+    pub async fn task_ids_of(&self, brids: &[i64]) -> Result<Vec<(i64, String)>, DbError> {
+        let mut found = Vec::new();
+        for chunk in brids.chunks(IN_LIST_CHUNK) {
+            let rows = on_pool!(&self.pool, &TASK_IDS_OF, |p, sql| {
+                let mut query = sqlx::QueryBuilder::new(sql);
+                let mut list = query.separated(", ");
+                for brid in chunk {
+                    list.push_bind(*brid);
+                }
+                query.push(")");
+                query.build_query_as::<(i64, String)>().fetch_all(p).await
+            })?;
+            found.extend(rows.into_iter().filter_map(|(brid, raw)| {
+                let value: Value = serde_json::from_str(&raw).ok()?;
+                let task_id = value.get(0)?.as_str()?.to_owned();
+                Some((brid, task_id))
+            }));
+        }
+        found.sort();
+        Ok(found)
     }
 
     pub async fn buildrequest(&self, brid: i64) -> Result<Option<BuildRequest>, DbError> {

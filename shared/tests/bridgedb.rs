@@ -61,6 +61,8 @@ fn task(task_id: &str, run_id: i64) -> TrackedTask {
         taken_until: None,
         buildername: Some("Linux x86-64 mozilla-inbound build".to_owned()),
         branch: Some("integration/mozilla-inbound".to_owned()),
+        claimed_by: None,
+        task_expires: Some(1_478_111_000),
     }
 }
 
@@ -132,6 +134,8 @@ async fn an_original_tasks_table_is_adopted_with_its_rows(engine: Engine) {
             taken_until: Some(1_446_576_000),
             buildername: None,
             branch: None,
+            claimed_by: None,
+            task_expires: None,
         })
     );
     let by_brid = db.tasks_by_buildrequest_ids(&[101]).await.unwrap();
@@ -212,6 +216,23 @@ async fn update_run_id_only_moves_forward(engine: Engine) {
     );
     assert!(!db.update_run_id(id, 2).await.unwrap());
     assert!(!db.update_run_id("nOtTracked000000000000", 5).await.unwrap());
+    // A claim held by a Build is released by the move to a new run.
+    db.set_claim(id, 3, Some(1_446_577_000), Some("bm71/linux/1210"))
+        .await
+        .unwrap();
+    let claimed = db.get_task(id).await.unwrap().unwrap();
+    assert_eq!(
+        (claimed.taken_until, claimed.claimed_by.as_deref()),
+        (Some(1_446_577_000), Some("bm71/linux/1210"))
+    );
+    assert!(db.update_run_id(id, 4).await.unwrap());
+    assert_eq!(db.get_task(id).await.unwrap().unwrap().claimed_by, None);
+    db.set_claim(id, 4, Some(1_446_578_000), Some("bm71/linux/1211"))
+        .await
+        .unwrap();
+    db.set_claim(id, 4, None, None).await.unwrap();
+    let cleared = db.get_task(id).await.unwrap().unwrap();
+    assert_eq!((cleared.taken_until, cleared.claimed_by), (None, None));
     db.close().await;
 }
 

@@ -40,6 +40,7 @@ on_every_engine!(
     buildrequests_are_read_alone_and_many_in_one_query,
     builds_are_found_by_buildrequest,
     a_property_that_is_not_json_is_kept_as_text,
+    a_request_is_found_by_its_task_and_tasks_by_their_requests,
 );
 
 const TASK_ID: &str = "fNdN0Jx9TmKf0yv7uJ3Q1w";
@@ -262,6 +263,49 @@ async fn a_failed_injection_leaves_no_rows_behind(engine: Engine) {
     for table in ["sourcestamps", "buildsets", "buildset_properties"] {
         assert_eq!(fixture.count(table).await, 0, "{table}");
     }
+    fixture.close().await;
+}
+
+async fn a_request_is_found_by_its_task_and_tasks_by_their_requests(engine: Engine) {
+    let fixture = Fixture::new(engine).await;
+    assert_eq!(
+        fixture.db.buildrequest_for_task(TASK_ID).await.unwrap(),
+        None
+    );
+    let a = fixture
+        .db
+        .inject_buildrequest(&spec(TASK_ID))
+        .await
+        .unwrap();
+    let b = fixture
+        .db
+        .inject_buildrequest(&spec("otherTask0000000000000"))
+        .await
+        .unwrap();
+    // A request of Buildbot's own, without a taskId property.
+    fixture
+        .execute(
+            "INSERT INTO buildsets (external_idstring, reason, sourcestampid, submitted_at, complete) \
+             VALUES (NULL, 'scheduler', 1, 1446575010, 0)",
+        )
+        .await;
+    fixture
+        .execute(
+            "INSERT INTO buildrequests (buildsetid, buildername, priority, claimed_at, complete, submitted_at) \
+             VALUES (3, 'Linux x86-64 mozilla-inbound build', 0, 0, 0, 1446575010)",
+        )
+        .await;
+    assert_eq!(
+        fixture.db.buildrequest_for_task(TASK_ID).await.unwrap(),
+        Some(a)
+    );
+    assert_eq!(
+        fixture.db.task_ids_of(&[b, a, b + 1, 999]).await.unwrap(),
+        vec![
+            (a, TASK_ID.to_owned()),
+            (b, "otherTask0000000000000".to_owned())
+        ]
+    );
     fixture.close().await;
 }
 

@@ -7,6 +7,8 @@
 //!
 //! [`run`] wires them: it is what `main.rs` and the tests call.
 pub mod allowed;
+pub mod artifacts;
+pub mod bridge;
 pub mod jobs;
 pub mod runtime;
 pub mod validate;
@@ -31,6 +33,8 @@ pub struct WorkerSetup {
     pub runtime: RuntimeSettings,
     pub lock_ttl: Duration,
     pub jobs: Registration,
+    /// The bridge's peers, needed by the bridge's jobs.
+    pub bridge: Option<std::sync::Arc<bridge::Bridge>>,
 }
 
 /// Runs the worker pool until `shutdown` turns true, then drains in-flight jobs and returns.
@@ -49,6 +53,7 @@ pub async fn run(
         queue: queue.clone(),
         locks,
         worker: runtime::worker_name("pool", 0),
+        bridge: setup.bridge.clone(),
     };
     let mut set = JoinSet::new();
     jobs::register(
@@ -65,10 +70,7 @@ pub async fn run(
 
 /// Frees the storage of finished jobs every few seconds.
 async fn janitor(queue: JobQueue, jobs: Registration, mut shutdown: watch::Receiver<bool>) {
-    let mut kinds: Vec<&str> = Vec::new();
-    if jobs.probe {
-        kinds.push(<bbb_shared::jobs::Probe as bbb_shared::jobs::Job>::NAME);
-    }
+    let kinds = jobs.kinds();
     loop {
         for kind in &kinds {
             if let Err(e) = queue.vacuum(kind, 1000).await {

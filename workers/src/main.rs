@@ -9,7 +9,7 @@ use bbb_shared::{
     queue::QueueSettings,
     telemetry,
 };
-use bbb_workers::{WorkerSetup, jobs::Registration, runtime::RuntimeSettings};
+use bbb_workers::{WorkerSetup, bridge::Bridge, jobs::Registration, runtime::RuntimeSettings};
 use clap::Parser;
 
 /// Runs bridge jobs from Redis: each job under its task's lock (one job per taskId at a time
@@ -62,12 +62,15 @@ async fn main() -> anyhow::Result<()> {
             retry_base: Duration::from_millis(w.retry_base_ms),
             retry_max: Duration::from_millis(w.retry_max_ms),
             lock_busy_delay: Duration::from_millis(w.lock_busy_delay_ms),
+            max_lock_waits: 600,
             poll_interval: Duration::from_millis(100),
         },
         lock_ttl: Duration::from_millis(w.lock_ttl_ms),
         jobs: Registration {
+            bridge: true,
             probe: args.probe_jobs,
         },
+        bridge: Some(Bridge::connect(&config).await?),
     };
     bbb_workers::run(conn, setup, shutdown).await;
     tracing::info!("bbb-worker stopped");

@@ -53,6 +53,17 @@ pub struct JobContext {
     pub locks: Locks,
     /// This worker's name (host-pid-kind-incarnation).
     pub worker: String,
+    /// The bridge's peers; `None` in a pool that runs only the probe job.
+    pub bridge: Option<std::sync::Arc<crate::bridge::Bridge>>,
+}
+
+impl JobContext {
+    /// The bridge's peers, or a permanent error in a pool started without them.
+    pub fn bridge(&self) -> Result<&crate::bridge::Bridge, JobError> {
+        self.bridge.as_deref().ok_or_else(|| {
+            JobError::Permanent(anyhow::anyhow!("this worker has no bridge connections"))
+        })
+    }
 }
 
 type HandlerFn<J> = Arc<dyn Fn(JobContext, J) -> BoxFuture<JobResult> + Send + Sync>;
@@ -65,6 +76,8 @@ pub struct RuntimeSettings {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub lock_busy_delay: Duration,
+    /// A job that found its task locked this many times in a row is dead-lettered.
+    pub max_lock_waits: u32,
     /// How often an idle worker looks for due jobs.
     pub poll_interval: Duration,
 }
@@ -140,6 +153,22 @@ impl<J: Job> Runner<J> {
         match outcome {
             Ok(()) => {
                 tracing::debug!(kind = J::NAME, key = %env.key, "job {} done", env.key);
+            }
+            Err(JobError::Locked(task_id)) if env.lock_waits >= self.settings.max_lock_waits => {
+                tracing::error!(
+                    task_id = %task_id,
+                    "job {} waited {} times for task {task_id}; dead-lettered",
+                    env.key,
+                    env.lock_waits
+                );
+                self.dead_letter(
+                    &env,
+                    format!(
+                        "task {task_id} stayed locked through {} waits",
+                        env.lock_waits
+                    ),
+                )
+                .await?;
             }
             Err(JobError::Locked(task_id)) => {
                 let mut next = env.clone();
@@ -344,6 +373,7 @@ mod tests {
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(30),
             lock_busy_delay: Duration::from_secs(1),
+            max_lock_waits: 10,
             poll_interval: Duration::from_millis(100),
         };
         let got: Vec<u64> = (1..=7).map(|a| s.backoff(a).as_secs()).collect();

@@ -56,10 +56,15 @@ impl Bed {
                 retry_base: Duration::from_millis(100),
                 retry_max: Duration::from_secs(1),
                 lock_busy_delay: Duration::from_millis(100),
+                max_lock_waits: 600,
                 poll_interval: Duration::from_millis(50),
             },
             lock_ttl: Duration::from_secs(3),
-            jobs: Registration { probe: true },
+            jobs: Registration {
+                bridge: false,
+                probe: true,
+            },
+            bridge: None,
         }
     }
 
