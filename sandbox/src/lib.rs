@@ -9,10 +9,12 @@
 //! - [`tc`]: the Taskcluster queue (state machine, Hawk, scopes, artifacts, Pulse messages,
 //!   control API).
 //! - [`buildbot`]: Buildbot 0.8 masters acting on the scheduler DB and publishing build events.
+//! - [`system`]: all three together, configured from the bridge's config file (`bbb sandbox`).
 //! - [`selfserve`]: BuildAPI self-serve (cancel requests and builds) and `allthethings.json`.
 pub mod buildbot;
 pub mod clock;
 pub mod pulse;
 pub mod selfserve;
 pub mod settings;
+pub mod system;
 pub mod tc;
