@@ -218,9 +218,15 @@ fn build_event(routing_key: &str, value: Value) -> Result<Parsed, Rejected> {
         .meta
         .and_then(|m| m.master_name)
         .unwrap_or_else(|| "unknown".to_owned());
+    // log_uploaded names the builder by its directory; the `buildername` property has the full
+    // name in every event, so both events of one Build get the same identity.
+    let builder = match prop("buildername") {
+        Some(Value::String(full)) => full.clone(),
+        _ => env.payload.build.builder_name.clone(),
+    };
     let build = BuildInfo {
         master,
-        builder: env.payload.build.builder_name,
+        builder,
         buildnumber: env.payload.build.number,
         request_ids,
         task_id,
@@ -317,6 +323,10 @@ mod tests {
         assert_eq!(f.build.request_ids, vec![86737608]);
         assert_eq!(f.build.task_id.as_deref(), Some("fNdN0Jx9TmKf0yv7uJ3Q1w"));
         assert_eq!(f.build.buildnumber, 1210);
+        assert_eq!(
+            f.build.builder, "Linux x86-64 mozilla-inbound build",
+            "the full name, not the directory"
+        );
         assert_eq!(f.results, Some(0));
         assert!(f.log_url.unwrap().ends_with("build1210.txt.gz"));
         assert!(f.build.master.starts_with("buildbot-master71"));

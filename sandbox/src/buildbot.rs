@@ -58,8 +58,11 @@ mod events;
 mod outbox;
 pub(crate) mod sql;
 
+pub use events::{
+    BuildDict, Envelope, EventKind, FinishedPayload, LogUploadedPayload, Meta, Properties,
+    SourceStampDict, StartedPayload,
+};
 use events::{BuildView, SourceStamp};
-pub use events::{EventKind, Properties};
 use outbox::Outbox;
 use sql::{BuildbotDb, Unclaimed};
 

@@ -31,6 +31,7 @@
 //! `allthethings.json` on another port, serve [`allthethings_router`] there too with
 //! [`serve`].
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     sync::{
         Arc, Mutex,
@@ -47,8 +48,8 @@ use axum::{
     routing::{delete, get},
 };
 use bbb_shared::dburl::DbUrl;
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 use crate::{
@@ -110,29 +111,67 @@ pub async fn serve(listen: SocketAddr, router: Router) -> anyhow::Result<HttpSer
     })
 }
 
+/// `allthethings.json`: the bridge reads the keys of `builders`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllTheThings {
+    /// By full builder name.
+    pub builders: BTreeMap<String, BuilderEntry>,
+    pub schedulers: Map<String, Value>,
+    pub master_builders: Map<String, Value>,
+    pub slavepools: Map<String, Value>,
+}
+
+/// One builder of `allthethings.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuilderEntry {
+    pub properties: Map<String, Value>,
+    pub shortname: String,
+    pub slavebuilddir: String,
+    pub slavepool: String,
+}
+
+/// A JSON answer of self-serve: `{"status":"OK","request_id":J}` for a queued job,
+/// `{"status":"FAILED","msg":"..."}` for a refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status")]
+pub enum SelfServeReply {
+    #[serde(rename = "OK")]
+    Ok { request_id: i64 },
+    #[serde(rename = "FAILED")]
+    Failed { msg: String },
+}
+
+impl SelfServeReply {
+    fn failed(msg: String) -> Json<SelfServeReply> {
+        Json(SelfServeReply::Failed { msg })
+    }
+}
+
 /// `allthethings.json` for these builders.
 pub fn allthethings(builders: &[String]) -> Value {
-    let builders: serde_json::Map<String, Value> = builders
+    let builders = builders
         .iter()
         .map(|name| {
             let dir = builder_dir(name);
-            (
-                name.clone(),
-                json!({
-                    "properties": {"slavebuilddir": dir},
-                    "shortname": dir,
-                    "slavebuilddir": dir,
-                    "slavepool": "sandbox",
-                }),
-            )
+            let entry = BuilderEntry {
+                properties: Map::from_iter([(
+                    "slavebuilddir".to_owned(),
+                    Value::from(dir.clone()),
+                )]),
+                shortname: dir.clone(),
+                slavebuilddir: dir,
+                slavepool: "sandbox".to_owned(),
+            };
+            (name.clone(), entry)
         })
         .collect();
-    json!({
-        "builders": builders,
-        "schedulers": {},
-        "master_builders": {},
-        "slavepools": {},
+    serde_json::to_value(AllTheThings {
+        builders,
+        schedulers: Map::new(),
+        master_builders: Map::new(),
+        slavepools: Map::new(),
     })
+    .unwrap_or_default()
 }
 
 /// Serves [`allthethings`] at `path` (e.g. `/allthethings.json`).
@@ -338,7 +377,7 @@ fn asked(headers: &HeaderMap, query: Option<&str>) -> Result<Asked, Denied> {
 fn bad_id(what: &str, raw: &str) -> Response {
     (
         StatusCode::BAD_REQUEST,
-        Json(json!({"status": "FAILED", "msg": format!("Invalid {what} id {raw:?}")})),
+        SelfServeReply::failed(format!("Invalid {what} id {raw:?}")),
     )
         .into_response()
 }
@@ -346,9 +385,7 @@ fn bad_id(what: &str, raw: &str) -> Response {
 fn not_found(what: &str, id: i64, branch: &str) -> Response {
     (
         StatusCode::NOT_FOUND,
-        Json(
-            json!({"status": "FAILED", "msg": format!("{what} {id} not found on branch {branch}")}),
-        ),
+        SelfServeReply::failed(format!("{what} {id} not found on branch {branch}")),
     )
         .into_response()
 }
@@ -357,7 +394,7 @@ fn db_failure(error: &SqlError) -> Response {
     tracing::error!(%error, "self-serve: scheduler DB failed: {error}");
     (
         StatusCode::INTERNAL_SERVER_ERROR,
-        Json(json!({"status": "FAILED", "msg": "database error"})),
+        SelfServeReply::failed("database error".to_owned()),
     )
         .into_response()
 }
@@ -441,7 +478,7 @@ async fn job_status(State(state): State<Arc<AppState>>, Path(raw_id): Path<Strin
         Some(job) => Json(job).into_response(),
         None => (
             StatusCode::NOT_FOUND,
-            Json(json!({"status": "FAILED", "msg": format!("Job {raw_id} not found")})),
+            SelfServeReply::failed(format!("Job {raw_id} not found")),
         )
             .into_response(),
     }
@@ -474,7 +511,7 @@ fn queue(state: &Arc<AppState>, action: JobAction, branch: String, asked: Asked)
     if asked.json {
         (
             StatusCode::ACCEPTED,
-            Json(json!({"status": "OK", "request_id": id})),
+            Json(SelfServeReply::Ok { request_id: id }),
         )
             .into_response()
     } else {

@@ -87,7 +87,8 @@ pub struct BuildProperty {
 pub struct BuildInfo {
     /// `_meta.master_name`, or `"unknown"` when the envelope lacks it.
     pub master: String,
-    /// `build.builderName` (the directory name in `log_uploaded`).
+    /// The builder's full name (the `buildername` property; `build.builderName` when absent,
+    /// which `log_uploaded` gives as the directory name).
     pub builder: String,
     pub buildnumber: i64,
     /// The request ids this Build satisfies.

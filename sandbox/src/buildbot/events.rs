@@ -1,14 +1,153 @@
-//! The Pulse messages of Mozilla's masters (FORMATS.md section 3): the mozillapulse envelope,
-//! `BuildStatus.asDict()` and the routing keys. Pure functions of a [`BuildView`], so the
-//! shapes are tested without a broker.
+//! The Pulse messages of Mozilla's masters (FORMATS.md section 3): the mozillapulse envelope
+//! ([`Envelope`]), `BuildStatus.asDict()` ([`BuildDict`]), the payloads and the routing keys.
+//! Pure functions of a [`BuildView`], so the shapes are tested without a broker.
 use std::collections::BTreeMap;
 
 use chrono::{
     DateTime, Datelike as _, FixedOffset, NaiveDate, Offset as _, TimeZone as _, Utc, Weekday,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{builder_dir, results};
+
+/// Buildbot's time format in build dicts (`transform_times` of Mozilla's publisher).
+const BUILD_TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%z";
+/// mozillapulse's `_meta.sent` format: RFC 3339 to the second, with the offset.
+const SENT_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%:z";
+
+/// The mozillapulse envelope of every master message: `{payload, _meta}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<P> {
+    pub payload: P,
+    #[serde(rename = "_meta")]
+    pub meta: Meta,
+}
+
+/// `_meta` of the envelope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    pub exchange: String,
+    pub routing_key: String,
+    pub serializer: String,
+    /// US/Pacific (`2015-11-03T11:14:00-08:00`); `None` (null) until the outbox stamps it.
+    #[serde(with = "sent_time")]
+    pub sent: Option<DateTime<FixedOffset>>,
+    pub master_name: String,
+    pub master_incarnation: String,
+    /// The statusdb id (a number) in log_uploaded; a unique string in the others.
+    pub message_id: Value,
+}
+
+/// The payload of `started`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartedPayload {
+    pub build: BuildDict,
+    pub request_ids: Vec<i64>,
+}
+
+/// The payload of `finished`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinishedPayload {
+    pub build: BuildDict,
+    pub results: Option<i64>,
+    pub request_ids: Vec<i64>,
+}
+
+/// The payload of `log_uploaded` (postrun.py): the build only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogUploadedPayload {
+    pub build: BuildDict,
+}
+
+/// `BuildStatus.asDict()`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildDict {
+    /// The full builder name; the directory name in log_uploaded.
+    pub builder_name: String,
+    pub number: i64,
+    pub source_stamp: SourceStampDict,
+    pub reason: String,
+    pub blame: Vec<String>,
+    /// `[name, value, source]`, sorted by name.
+    pub properties: Vec<(String, Value, String)>,
+    /// Start and finish, epoch seconds, written as `%Y-%m-%dT%H:%M:%S%z` strings (or null).
+    #[serde(with = "build_times")]
+    pub times: [Option<i64>; 2],
+    pub text: Vec<String>,
+    pub results: Option<i64>,
+    pub slave: String,
+    pub eta: Option<serde_json::Number>,
+    pub steps: Vec<Value>,
+    pub current_step: Option<Value>,
+}
+
+/// `SourceStamp.asDict()`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceStampDict {
+    pub branch: Option<String>,
+    pub revision: Option<String>,
+    pub repository: String,
+    pub project: String,
+    pub has_patch: bool,
+    pub changes: Vec<Value>,
+}
+
+/// Serde for `times`: epoch seconds as [`BUILD_TIME_FORMAT`] strings, in UTC (`+0000`).
+mod build_times {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize as _, Deserializer, Serialize as _, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(times: &[Option<i64>; 2], s: S) -> Result<S::Ok, S::Error> {
+        let text = |t: &Option<i64>| {
+            t.and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0))
+                .map(|t| t.format(super::BUILD_TIME_FORMAT).to_string())
+        };
+        [text(&times[0]), text(&times[1])].serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[Option<i64>; 2], D::Error> {
+        let [start, finish] = <[Option<String>; 2]>::deserialize(d)?;
+        let secs = |t: Option<String>| {
+            t.map(|t| {
+                DateTime::parse_from_str(&t, super::BUILD_TIME_FORMAT)
+                    .map(|t| t.timestamp())
+                    .map_err(|e| D::Error::custom(format!("bad build time {t:?}: {e}")))
+            })
+            .transpose()
+        };
+        Ok([secs(start)?, secs(finish)?])
+    }
+}
+
+/// Serde for `_meta.sent`: [`SENT_FORMAT`], offset kept; read as any RFC 3339 time.
+mod sent_time {
+    use chrono::{DateTime, FixedOffset};
+    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(
+        t: &Option<DateTime<FixedOffset>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&t.format(super::SENT_FORMAT).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DateTime<FixedOffset>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| {
+                DateTime::parse_from_rfc3339(&t)
+                    .map_err(|e| D::Error::custom(format!("bad sent time {t:?}: {e}")))
+            })
+            .transpose()
+    }
+}
 
 /// Build properties by name: `(value, source)`. A `BTreeMap`, so they come out sorted, as
 /// `Properties.asList()` gives them.
@@ -62,73 +201,71 @@ pub fn routing_key(builder: &str, number: i64, kind: EventKind) -> String {
     format!("build.{}.{number}.{}", builder_dir(builder), kind.as_str())
 }
 
-/// Buildbot's time format in build dicts: `%Y-%m-%dT%H:%M:%S%z`, UTC.
-fn format_time(secs: i64) -> Value {
-    DateTime::<Utc>::from_timestamp(secs, 0).map_or(Value::Null, |t| {
-        Value::String(t.format("%Y-%m-%dT%H:%M:%S%z").to_string())
-    })
-}
-
 /// `BuildStatus.getText()` once finished.
-fn text(results: Option<i64>) -> Value {
-    match results {
-        None => json!([]),
-        Some(results::SUCCESS) => json!(["build", "successful"]),
-        Some(results::WARNINGS) => json!(["build", "warnings"]),
-        Some(results::FAILURE) => json!(["failed"]),
-        Some(results::SKIPPED) => json!(["skipped"]),
-        Some(results::EXCEPTION) => json!(["exception"]),
-        Some(results::RETRY) => json!(["retry"]),
-        Some(results::CANCELLED) => json!(["cancelled"]),
-        Some(_) => json!(["unknown"]),
-    }
+fn text(results: Option<i64>) -> Vec<String> {
+    let words: &[&str] = match results {
+        None => &[],
+        Some(results::SUCCESS) => &["build", "successful"],
+        Some(results::WARNINGS) => &["build", "warnings"],
+        Some(results::FAILURE) => &["failed"],
+        Some(results::SKIPPED) => &["skipped"],
+        Some(results::EXCEPTION) => &["exception"],
+        Some(results::RETRY) => &["retry"],
+        Some(results::CANCELLED) => &["cancelled"],
+        Some(_) => &["unknown"],
+    };
+    words.iter().map(|w| (*w).to_owned()).collect()
 }
 
 /// `BuildStatus.asDict()`; `builder_name` is the full name in started/finished and the
 /// directory name in log_uploaded (postrun reports the directory).
-pub fn build_dict(build: &BuildView, builder_name: &str, properties: &Properties) -> Value {
-    let properties: Vec<Value> = properties
-        .iter()
-        .map(|(name, (value, source))| json!([name, value, source]))
-        .collect();
-    json!({
-        "builderName": builder_name,
-        "number": build.number,
-        "sourceStamp": {
-            "branch": build.sourcestamp.branch,
-            "revision": build.sourcestamp.revision,
-            "repository": build.sourcestamp.repository,
-            "project": build.sourcestamp.project,
-            "hasPatch": false,
-            "changes": [],
+pub fn build_status(build: &BuildView, builder_name: &str, properties: &Properties) -> BuildDict {
+    BuildDict {
+        builder_name: builder_name.to_owned(),
+        number: build.number,
+        source_stamp: SourceStampDict {
+            branch: build.sourcestamp.branch.clone(),
+            revision: build.sourcestamp.revision.clone(),
+            repository: build.sourcestamp.repository.clone(),
+            project: build.sourcestamp.project.clone(),
+            has_patch: false,
+            changes: Vec::new(),
         },
-        "reason": build.reason,
-        "blame": [],
-        "properties": properties,
-        "times": [format_time(build.start), build.finish.map_or(Value::Null, format_time)],
-        "text": text(build.results),
-        "results": build.results,
-        "slave": build.slave,
-        "eta": Value::Null,
-        "steps": [],
-        "currentStep": Value::Null,
-    })
+        reason: build.reason.clone(),
+        blame: Vec::new(),
+        properties: properties
+            .iter()
+            .map(|(name, (value, source))| (name.clone(), value.clone(), source.clone()))
+            .collect(),
+        times: [Some(build.start), build.finish],
+        text: text(build.results),
+        results: build.results,
+        slave: build.slave.clone(),
+        eta: None,
+        steps: Vec::new(),
+        current_step: None,
+    }
+}
+
+/// These types always serialize (string keys only).
+fn to_json(value: &impl Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or_default()
 }
 
 /// The payload of `started`: `{build, request_ids}`.
 pub fn started_payload(build: &BuildView) -> Value {
-    json!({
-        "build": build_dict(build, &build.builder, &build.properties),
-        "request_ids": build.request_ids,
+    to_json(&StartedPayload {
+        build: build_status(build, &build.builder, &build.properties),
+        request_ids: build.request_ids.clone(),
     })
 }
 
 /// The payload of `finished`: `{build, results, request_ids}`.
 pub fn finished_payload(build: &BuildView) -> Value {
-    json!({
-        "build": build_dict(build, &build.builder, &build.properties),
-        "results": build.results,
-        "request_ids": build.request_ids,
+    to_json(&FinishedPayload {
+        build: build_status(build, &build.builder, &build.properties),
+        results: build.results,
+        request_ids: build.request_ids.clone(),
     })
 }
 
@@ -151,7 +288,9 @@ pub fn log_uploaded_payload(
         .collect();
     properties.insert("request_times".into(), postrun(Value::Object(times)));
     properties.insert("statusdb_id".into(), postrun(Value::from(statusdb_id)));
-    json!({"build": build_dict(build, &builder_dir(&build.builder), &properties)})
+    to_json(&LogUploadedPayload {
+        build: build_status(build, &builder_dir(&build.builder), &properties),
+    })
 }
 
 /// The mozillapulse envelope. `_meta.sent` is filled in when the message is queued.
@@ -163,16 +302,16 @@ pub fn envelope(
     message_id: Value,
     payload: Value,
 ) -> Value {
-    json!({
-        "payload": payload,
-        "_meta": {
-            "exchange": exchange,
-            "routing_key": routing_key,
-            "serializer": "json",
-            "sent": Value::Null,
-            "master_name": master_name,
-            "master_incarnation": master_incarnation,
-            "message_id": message_id,
+    to_json(&Envelope {
+        payload,
+        meta: Meta {
+            exchange: exchange.to_owned(),
+            routing_key: routing_key.to_owned(),
+            serializer: "json".to_owned(),
+            sent: None,
+            master_name: master_name.to_owned(),
+            master_incarnation: master_incarnation.to_owned(),
+            message_id,
         },
     })
 }
@@ -180,9 +319,7 @@ pub fn envelope(
 /// `sent` as mozillapulse writes it: RFC 3339 in US/Pacific (`2015-11-03T11:14:00-08:00`).
 pub fn pacific_time(t: DateTime<Utc>) -> String {
     let offset = pacific_offset(t);
-    t.with_timezone(&offset)
-        .format("%Y-%m-%dT%H:%M:%S%:z")
-        .to_string()
+    t.with_timezone(&offset).format(SENT_FORMAT).to_string()
 }
 
 /// US/Pacific since 2007: daylight time (UTC-7) from the second Sunday of March, 02:00 PST,
@@ -251,7 +388,7 @@ mod tests {
 
     #[test]
     fn properties_are_sorted_triples_and_times_are_buildbot_strings() {
-        let dict = build_dict(&view(), "x", &view().properties);
+        let dict = to_json(&build_status(&view(), "x", &view().properties));
         assert_eq!(
             dict["properties"],
             json!([

@@ -4,8 +4,8 @@
 //! queue it talks to in production (FORMATS.md section 1).
 //!
 //! # Layout
-//! - [`model`]: tasks, runs, artifacts and objects as stored, their JSON shapes, and the
-//!   createTask definition checks and defaults.
+//! - [`model`]: tasks, runs, artifacts and objects as stored, their JSON shapes (the task
+//!   status structure is [`TaskStatus`]), and the createTask definition checks and defaults.
 //! - [`machine`]: every transition (claim, reclaim, report*, rerun, cancel, claim expiry,
 //!   deadline, dependency scheduling) and the messages each one publishes.
 //! - [`events`]: exchanges, routing keys and message bodies; publishing.
@@ -49,6 +49,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::{sync::watch, task::JoinHandle};
 
+pub use self::model::{RunStatus, TaskStatus};
 use self::{
     auth::Auth,
     error::ApiError,

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, Duration, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{auth::ScopeExpr, error::ApiError};
@@ -38,6 +39,48 @@ pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| t.with_timezone(&Utc).trunc_subsecs(3))
+}
+
+/// Serde for a queue timestamp: read as [`parse_time`] reads it, written by [`fmt_time`].
+mod queue_time {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::fmt_time(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_time(&s).ok_or_else(|| D::Error::custom(format!("not a date-time: {s}")))
+    }
+
+    /// The same for an optional timestamp (absent when `None`).
+    pub mod opt {
+        use chrono::{DateTime, Utc};
+        use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
+
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|s| {
+                    super::super::parse_time(&s)
+                        .ok_or_else(|| D::Error::custom(format!("not a date-time: {s}")))
+                })
+                .transpose()
+        }
+    }
 }
 
 /// `^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]$`
@@ -125,30 +168,80 @@ impl Run {
         self.resolved = Some(now);
     }
 
-    fn to_json(&self, run_id: usize) -> Value {
-        let mut run = json!({
-            "runId": run_id,
-            "state": self.state.as_str(),
-            "reasonCreated": self.reason_created,
-            "scheduled": fmt_time(self.scheduled),
-        });
-        let fields = [
-            ("reasonResolved", self.reason_resolved.clone()),
-            ("workerGroup", self.worker_group.clone()),
-            ("workerId", self.worker_id.clone()),
-            ("takenUntil", self.taken_until.map(fmt_time)),
-            ("started", self.started.map(fmt_time)),
-            ("resolved", self.resolved.map(fmt_time)),
-        ];
-        if let Some(obj) = run.as_object_mut() {
-            for (key, value) in fields {
-                if let Some(v) = value {
-                    obj.insert(key.to_owned(), Value::String(v));
-                }
-            }
+    /// The run as the task status shows it.
+    fn run_status(&self, run_id: usize) -> RunStatus {
+        RunStatus {
+            run_id: u32::try_from(run_id).unwrap_or(u32::MAX),
+            state: self.state.as_str().to_owned(),
+            reason_created: self.reason_created.to_owned(),
+            reason_resolved: self.reason_resolved.clone(),
+            worker_group: self.worker_group.clone(),
+            worker_id: self.worker_id.clone(),
+            taken_until: self.taken_until,
+            scheduled: self.scheduled,
+            started: self.started,
+            resolved: self.resolved,
         }
-        run
     }
+}
+
+/// One run in the task status structure (FORMATS.md 1.3): `runId, state, reasonCreated,
+/// scheduled` always, the others once set (absent, not null, before).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunStatus {
+    pub run_id: u32,
+    pub state: String,
+    pub reason_created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_resolved: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "queue_time::opt"
+    )]
+    pub taken_until: Option<DateTime<Utc>>,
+    #[serde(with = "queue_time")]
+    pub scheduled: DateTime<Utc>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "queue_time::opt"
+    )]
+    pub started: Option<DateTime<Utc>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "queue_time::opt"
+    )]
+    pub resolved: Option<DateTime<Utc>>,
+}
+
+/// The task status structure (`status` in responses and messages, FORMATS.md 1.3), as
+/// [`Task::status`] renders it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStatus {
+    pub task_id: String,
+    pub provisioner_id: String,
+    pub worker_type: String,
+    pub task_queue_id: String,
+    pub scheduler_id: String,
+    pub project_id: String,
+    pub task_group_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    #[serde(with = "queue_time")]
+    pub deadline: DateTime<Utc>,
+    #[serde(with = "queue_time")]
+    pub expires: DateTime<Utc>,
+    pub retries_left: u32,
+    pub state: String,
+    pub runs: Vec<RunStatus>,
 }
 
 /// An artifact of one run.
@@ -252,21 +345,31 @@ impl Task {
 
     /// The task status structure.
     pub fn status(&self) -> Value {
-        json!({
-            "taskId": self.task_id,
-            "provisionerId": self.provisioner_id,
-            "workerType": self.worker_type,
-            "taskQueueId": self.task_queue_id(),
-            "schedulerId": self.scheduler_id,
-            "projectId": self.project_id,
-            "taskGroupId": self.task_group_id,
-            "priority": self.priority,
-            "deadline": fmt_time(self.deadline),
-            "expires": fmt_time(self.expires),
-            "retriesLeft": self.retries_left,
-            "state": self.state(),
-            "runs": self.runs.iter().enumerate().map(|(i, r)| r.to_json(i)).collect::<Vec<_>>(),
-        })
+        serde_json::to_value(self.task_status()).unwrap_or_default()
+    }
+
+    /// The task status structure, typed.
+    pub fn task_status(&self) -> TaskStatus {
+        TaskStatus {
+            task_id: self.task_id.clone(),
+            provisioner_id: self.provisioner_id.clone(),
+            worker_type: self.worker_type.clone(),
+            task_queue_id: self.task_queue_id(),
+            scheduler_id: self.scheduler_id.clone(),
+            project_id: self.project_id.clone(),
+            task_group_id: self.task_group_id.clone(),
+            priority: Some(self.priority.clone()),
+            deadline: self.deadline,
+            expires: self.expires,
+            retries_left: self.retries_left,
+            state: self.state().to_owned(),
+            runs: self
+                .runs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| r.run_status(i))
+                .collect(),
+        }
     }
 
     /// What task messages carry of the definition.
