@@ -44,6 +44,7 @@ impl Bed {
                 idempotency_ttl: Duration::from_secs(600),
                 heartbeat: Duration::from_secs(1),
                 missed_heartbeats: 5,
+                fetch_batch: 8,
             },
         );
         let conn = Connection::connect(AMQP, ConnectionProperties::default())

@@ -77,6 +77,11 @@ pub struct QueueSettings {
     /// and its in-flight jobs are re-queued by the others.
     pub heartbeat: Duration,
     pub missed_heartbeats: usize,
+    /// Jobs fetched per round trip. apalis-redis fetches one batch at a time per worker, so
+    /// this bounds throughput (measured: 1 -> ~320 jobs/s, 8 -> ~830 jobs/s for a pool). Jobs
+    /// of a batch that wait for a free slot send no heartbeat: keep batches small next to the
+    /// concurrency, and jobs short next to the orphan timeout (the per-task lock covers the rest).
+    pub fetch_batch: usize,
 }
 
 impl QueueSettings {
@@ -91,8 +96,7 @@ impl QueueSettings {
             .idempotency_ttl(Some(self.idempotency_ttl))
             .heartbeat_interval(self.heartbeat)
             .missed_heartbeats(self.missed_heartbeats)
-            // One job per fetch: prefetched-but-unstarted jobs stop heartbeats in apalis-redis.
-            .batch_size(1)
+            .batch_size(self.fetch_batch.max(1))
             .emit_events(false)
     }
 
@@ -310,6 +314,7 @@ impl QueueSettings {
             idempotency_ttl: Duration::from_secs(config.redis.idempotency_ttl_secs.max(1)),
             heartbeat,
             missed_heartbeats: usize::try_from(missed).unwrap_or(usize::MAX),
+            fetch_batch: (w.concurrency / 2).clamp(1, 8),
         }
     }
 }

@@ -37,6 +37,7 @@ impl Bed {
             idempotency_ttl: Duration::from_secs(600),
             heartbeat: Duration::from_millis(500),
             missed_heartbeats: 4,
+            fetch_batch: 8,
         };
         let queue = JobQueue::new(conn.clone(), settings.clone());
         Self {
