@@ -1,14 +1,80 @@
-//! `bbb-scheduler`: decides *when* periodic work happens; the workers do it.
+//! `bbb-scheduler`: decides *when* the periodic scan runs; the worker pool does it.
 //!
-//! It holds no state of its own and may run as any number of replicas.
-use bbb_shared::queue::JobQueue;
+//! apalis-cron ticks every second; on each tick that is a multiple of `reflector.interval`
+//! the scheduler enqueues one [`ReflectScan`] whose idempotency key holds the tick, so any
+//! number of replicas together enqueue exactly one scan per tick. The scheduler holds no
+//! state: ticks missed while every replica was down are not replayed, and need not be (the
+//! next scan looks at everything).
+use std::str::FromStr;
+
+use apalis_cron::CronScheduler;
+use bbb_shared::{
+    jobs::ReflectScan,
+    queue::{Enqueued, JobQueue},
+};
+use futures::StreamExt;
 use tokio::sync::watch;
 
+/// The ticks (epoch seconds) at which a scan is due: multiples of `interval`.
+pub fn is_scan_tick(tick: u64, interval: u64) -> bool {
+    tick % interval.max(1) == 0
+}
+
+/// Enqueues the scan of one tick. `Duplicate` means another replica already did.
+pub async fn enqueue_scan(queue: &JobQueue, tick: u64) -> anyhow::Result<Enqueued> {
+    let tick = i64::try_from(tick)?;
+    Ok(queue.enqueue(ReflectScan { tick }).await?)
+}
+
 /// Runs until `shutdown` turns true.
-pub async fn run(queue: JobQueue, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(queue: JobQueue, interval: u64, mut shutdown: watch::Receiver<bool>) {
+    let every_second = match cron::Schedule::from_str("* * * * * *") {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("the scheduler's cron schedule does not parse: {e}");
+            return;
+        }
+    };
+    let mut ticks = Box::pin(CronScheduler::new(every_second).into_stream());
     tracing::info!(
-        "scheduler ready (queue prefix {}), no periodic job kinds registered",
+        "scheduler: a scan every {interval} s (queue prefix {})",
         queue.settings().prefix
     );
-    let _ = shutdown.wait_for(|s| *s).await;
+    loop {
+        let tick = tokio::select! {
+            t = ticks.next() => t,
+            _ = bbb_shared::process::stopped(&mut shutdown) => return,
+        };
+        let tick = match tick {
+            Some(Ok(t)) => t.get_timestamp(),
+            Some(Err(e)) => {
+                tracing::warn!("scheduler tick failed: {e}");
+                continue;
+            }
+            None => {
+                tracing::error!("the cron stream ended");
+                return;
+            }
+        };
+        if !is_scan_tick(tick, interval) {
+            continue;
+        }
+        match enqueue_scan(&queue, tick).await {
+            Ok(outcome) => {
+                let label = if outcome == Enqueued::New {
+                    "enqueued"
+                } else {
+                    "duplicate"
+                };
+                metrics::counter!("bbb_scheduler_ticks_total", "outcome" => label).increment(1);
+                tracing::debug!("scan of tick {tick}: {label}");
+            }
+            Err(e) => {
+                metrics::counter!("bbb_scheduler_ticks_total", "outcome" => "error").increment(1);
+                tracing::warn!(
+                    "could not enqueue the scan of tick {tick}: {e:#}; the next tick covers it"
+                );
+            }
+        }
+    }
 }

@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to Redis at {}", config.redis.url))?;
     let queue = JobQueue::new(conn, QueueSettings::from_config(&config));
-    bbb_scheduler::run(queue, shutdown).await;
+    bbb_scheduler::run(queue, config.reflector.interval, shutdown).await;
     tracing::info!("bbb-scheduler stopped");
     Ok(())
 }

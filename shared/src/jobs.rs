@@ -166,6 +166,82 @@ impl Job for BuildFinished {
     }
 }
 
+/// One periodic scan of every tracked task, per scheduler tick. Any number of scheduler
+/// replicas enqueue it; the tick in the key makes it one job per tick.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReflectScan {
+    /// The tick, epoch seconds (a multiple of the interval).
+    pub tick: i64,
+}
+
+impl Job for ReflectScan {
+    const NAME: &'static str = "reflect-scan";
+
+    fn idempotency_key(&self) -> String {
+        format!("reflect-scan/{}", self.tick)
+    }
+
+    fn lock_key(&self) -> Option<String> {
+        None
+    }
+}
+
+/// What the scan found a task needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskAction {
+    /// Renew the claim of the running task before it expires.
+    Reclaim,
+    /// The BuildRequest was cancelled in Buildbot before it started: cancel the task.
+    CancelTask,
+    /// A Build exists but the task was never claimed (a lost `started`): claim it.
+    ReconcileClaim,
+    /// The BuildRequest finished but no finished event was handled: resolve from the DB.
+    ReconcileFinished,
+    /// The tracked row's BuildRequest does not exist: report internal-error, forget it.
+    ReconcileMissingRequest,
+}
+
+impl TaskAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskAction::Reclaim => "reclaim",
+            TaskAction::CancelTask => "cancel-task",
+            TaskAction::ReconcileClaim => "reconcile-claim",
+            TaskAction::ReconcileFinished => "reconcile-finished",
+            TaskAction::ReconcileMissingRequest => "reconcile-missing-request",
+        }
+    }
+}
+
+/// A per-task job fanned out by a scan, run under the task's lock by any worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCheck {
+    pub task_id: String,
+    /// The run the scan saw tracked.
+    pub run_id: i64,
+    pub brid: Option<i64>,
+    pub action: TaskAction,
+    pub tick: i64,
+}
+
+impl Job for TaskCheck {
+    const NAME: &'static str = "task-check";
+
+    fn idempotency_key(&self) -> String {
+        format!(
+            "task-check/{}/{}/{}",
+            self.action.as_str(),
+            self.task_id,
+            self.tick
+        )
+    }
+
+    fn lock_key(&self) -> Option<String> {
+        Some(self.task_id.clone())
+    }
+}
+
 /// Buildbot result codes.
 pub mod results {
     pub const SUCCESS: i64 = 0;

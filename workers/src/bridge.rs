@@ -24,6 +24,8 @@ pub struct Bridge {
     pub root_url: String,
     /// For legacy `s3` artifact uploads.
     pub http: reqwest::Client,
+    /// The scan's interval, reclaim margin and page size.
+    pub reflector: bbb_shared::config::ReflectorConfig,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -63,6 +65,7 @@ impl Bridge {
             artifact_storage: config.artifact_storage,
             root_url: config.taskcluster.root_url.clone(),
             http: reqwest::Client::new(),
+            reflector: config.reflector.clone(),
         }))
     }
 }

@@ -59,7 +59,32 @@ pub fn resolution(result: Option<i64>) -> Resolution {
     }
 }
 
+/// What a finished Build left for its task: from the `log_uploaded` message, or rebuilt from
+/// the scheduler DB by the reconciliation when that message never came.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// `<master>/<builder>/<number>`.
+    pub build: String,
+    pub results: Option<i64>,
+    /// name -> [value, source], as `public/properties.json` has it.
+    pub properties: Value,
+    pub log_url: Option<String>,
+}
+
 async fn finish(b: &Bridge, job: &BuildFinished, row: &TrackedTask, build: &str) -> JobResult {
+    let finished = Finished {
+        build: build.to_owned(),
+        results: job.results,
+        properties: Value::Object(job.build.properties_json()),
+        log_url: job.log_url.clone(),
+    };
+    finish_task(b, row, &finished).await
+}
+
+/// Resolves the task of `row` as BRIDGE.md's table says for the Build's result. The caller
+/// holds the task's lock.
+pub async fn finish_task(b: &Bridge, row: &TrackedTask, f: &Finished) -> JobResult {
+    let build = f.build.as_str();
     let task_id = row.task_id.as_str();
     let brid = row.buildrequest_id;
     if let Some(holder) = row.claimed_by.as_deref()
@@ -74,7 +99,7 @@ async fn finish(b: &Bridge, job: &BuildFinished, row: &TrackedTask, build: &str)
         );
         return Ok(());
     }
-    let how = resolution(job.results);
+    let how = resolution(f.results);
     let run = if row.taken_until.is_none() {
         claim_current(b, row, build).await?
     } else {
@@ -86,7 +111,7 @@ async fn finish(b: &Bridge, job: &BuildFinished, row: &TrackedTask, build: &str)
             task_id,
             ?brid,
             "task {task_id}: Build {build} finished ({:?}) but no run can be claimed; forgetting the task",
-            job.results
+            f.results
         );
         if !matches!(how, Resolution::Retry | Resolution::Nothing) {
             b.bbb.delete_task(task_id).await.classify()?;
@@ -95,7 +120,7 @@ async fn finish(b: &Bridge, job: &BuildFinished, row: &TrackedTask, build: &str)
     };
     let span = (task_id, run_id, brid);
     let expires = task_expiry(b, row).await?;
-    attach(b, job, span, expires).await?;
+    attach(b, f, span, expires).await?;
 
     match how {
         Resolution::Completed => tolerate_conflict(
@@ -157,7 +182,7 @@ async fn finish(b: &Bridge, job: &BuildFinished, row: &TrackedTask, build: &str)
                 run_id,
                 ?brid,
                 "Build {build} of task {task_id} finished with result {:?}: left for an operator",
-                job.results
+                f.results
             );
         }
     }
@@ -170,7 +195,7 @@ async fn finish(b: &Bridge, job: &BuildFinished, row: &TrackedTask, build: &str)
         run_id,
         ?brid,
         "task {task_id} run {run_id}: Build {build} finished with {:?} -> {how:?}",
-        job.results
+        f.results
     );
     Ok(())
 }
@@ -190,16 +215,15 @@ async fn task_expiry(b: &Bridge, row: &TrackedTask) -> Result<DateTime<Utc>, Job
 /// is logged and does not stop the resolution.
 async fn attach(
     b: &Bridge,
-    job: &BuildFinished,
+    f: &Finished,
     (task_id, run_id, brid): (&str, u32, Option<i64>),
     expires: DateTime<Utc>,
 ) -> JobResult {
-    let properties = Value::Object(job.build.properties_json());
     let mut outcomes = vec![(
         "properties",
-        attach_properties(b, task_id, run_id, expires, &properties).await,
+        attach_properties(b, task_id, run_id, expires, &f.properties).await,
     )];
-    if let Some(url) = &job.log_url {
+    if let Some(url) = &f.log_url {
         outcomes.push(("log", attach_log(b, task_id, run_id, expires, url).await));
     }
     for (what, outcome) in outcomes {

@@ -3,6 +3,8 @@ pub mod build_finished;
 pub mod build_started;
 pub mod builds;
 pub mod probe;
+pub mod reflect_scan;
+pub mod task_check;
 pub mod task_exception;
 pub mod task_pending;
 
@@ -53,31 +55,48 @@ pub fn register(
     conn: &ConnectionManager,
     shutdown: &watch::Receiver<bool>,
 ) {
+    let mut start = Starter {
+        set,
+        ctx,
+        settings,
+        conn,
+        shutdown,
+    };
     if which.bridge {
-        let s = settings;
-        set.spawn(supervise(
-            Arc::new(Runner::new(ctx.clone(), s.clone(), task_pending::run)),
-            conn.clone(),
-            shutdown.clone(),
-        ));
-        set.spawn(supervise(
-            Arc::new(Runner::new(ctx.clone(), s.clone(), task_exception::run)),
-            conn.clone(),
-            shutdown.clone(),
-        ));
-        set.spawn(supervise(
-            Arc::new(Runner::new(ctx.clone(), s.clone(), build_started::run)),
-            conn.clone(),
-            shutdown.clone(),
-        ));
-        set.spawn(supervise(
-            Arc::new(Runner::new(ctx.clone(), s.clone(), build_finished::run)),
-            conn.clone(),
-            shutdown.clone(),
-        ));
+        start.kind(task_pending::run);
+        start.kind(task_exception::run);
+        start.kind(build_started::run);
+        start.kind(build_finished::run);
+        start.kind(reflect_scan::run);
+        start.kind(task_check::run);
     }
     if which.probe {
-        let runner = Arc::new(Runner::new(ctx.clone(), settings.clone(), probe::run));
-        set.spawn(supervise(runner, conn.clone(), shutdown.clone()));
+        start.kind(probe::run);
+    }
+}
+
+/// Starts the supervised apalis worker of one job kind.
+struct Starter<'a> {
+    set: &'a mut JoinSet<()>,
+    ctx: &'a JobContext,
+    settings: &'a RuntimeSettings,
+    conn: &'a ConnectionManager,
+    shutdown: &'a watch::Receiver<bool>,
+}
+
+impl Starter<'_> {
+    fn kind<J, F, Fut>(&mut self, handler: F)
+    where
+        J: bbb_shared::jobs::Job,
+        F: Fn(JobContext, J) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = crate::runtime::JobResult> + Send + 'static,
+    {
+        let runner = Arc::new(Runner::new(
+            self.ctx.clone(),
+            self.settings.clone(),
+            handler,
+        ));
+        self.set
+            .spawn(supervise(runner, self.conn.clone(), self.shutdown.clone()));
     }
 }
