@@ -81,8 +81,9 @@ pub fn decide(
 pub async fn run(ctx: JobContext, job: ReflectScan) -> JobResult {
     let b = ctx.bridge()?;
     let started = std::time::Instant::now();
+    // The tick is the scheduler's "now"; a scan that waited in the queue uses the real time.
     let policy = ScanPolicy {
-        now: Utc::now().timestamp(),
+        now: Utc::now().timestamp().max(job.tick),
         margin: i64::try_from(b.reflector.reclaim_margin).unwrap_or(600),
         grace: 2 * i64::try_from(b.reflector.interval).unwrap_or(60),
     };

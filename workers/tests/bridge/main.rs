@@ -10,3 +10,4 @@ mod harness;
 mod invalid;
 mod results;
 mod seeds;
+mod reflector;

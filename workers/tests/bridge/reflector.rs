@@ -1,0 +1,1 @@
+//! (scenarios in progress)
