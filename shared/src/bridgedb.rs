@@ -242,7 +242,9 @@ macro_rules! on_pool {
     ($pool:expr, $stmt:expr, |$p:ident, $sql:ident| $body:expr) => {{
         let stmt: &$crate::bridgedb::Stmt = $stmt;
         let mut attempt: u32 = 1;
+        let started = ::std::time::Instant::now();
         loop {
+            $crate::bridgedb::count_statement(stmt.name);
             let result = match $pool {
                 $crate::bridgedb::Pool::Postgres($p) => {
                     let $sql = stmt.standard;
@@ -273,6 +275,12 @@ macro_rules! on_pool {
                     attempt += 1;
                 }
                 result => {
+                    ::metrics::histogram!("bbb_db_statement_seconds", "statement" => stmt.name)
+                        .record(started.elapsed().as_secs_f64());
+                    if result.is_err() {
+                        ::metrics::counter!("bbb_db_errors_total", "statement" => stmt.name)
+                            .increment(1);
+                    }
                     break result.map_err(|error| $crate::bridgedb::DbError::Query {
                         statement: stmt.name,
                         error,
@@ -283,6 +291,25 @@ macro_rules! on_pool {
     }};
 }
 pub(crate) use on_pool;
+
+static STATEMENTS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<&'static str, u64>>,
+> = std::sync::LazyLock::new(Default::default);
+
+pub(crate) fn count_statement(name: &'static str) {
+    if let Ok(mut map) = STATEMENTS.lock() {
+        *map.entry(name).or_default() += 1;
+    }
+}
+
+/// How many times this process ran the named statement (of either database module), retries
+/// included: lets tests and benchmarks assert how many queries an operation costs.
+pub fn statements_run(name: &str) -> u64 {
+    STATEMENTS
+        .lock()
+        .map(|map| map.get(name).copied().unwrap_or(0))
+        .unwrap_or(0)
+}
 
 /// One row of `tasks`. `buildername` and `branch` are NULL on rows adopted from the original.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

@@ -78,8 +78,24 @@ pub fn decide(
     }
 }
 
+/// What one scan saw and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    pub scanned: usize,
+    pub queued: usize,
+}
+
 pub async fn run(ctx: JobContext, job: ReflectScan) -> JobResult {
-    let b = ctx.bridge()?;
+    scan(ctx.bridge()?, &ctx.queue, job.tick).await.map(drop)
+}
+
+/// Scans every tracked task for the tick `tick` and enqueues the per-task checks.
+pub async fn scan(
+    b: &crate::bridge::Bridge,
+    queue: &bbb_shared::queue::JobQueue,
+    tick: i64,
+) -> Result<ScanReport, JobError> {
+    let job = ReflectScan { tick };
     let started = std::time::Instant::now();
     // The tick is the scheduler's "now"; a scan that waited in the queue uses the real time.
     let policy = ScanPolicy {
@@ -129,7 +145,7 @@ pub async fn run(ctx: JobContext, job: ReflectScan) -> JobResult {
                 action,
                 tick: job.tick,
             };
-            ctx.queue
+            queue
                 .enqueue(check)
                 .await
                 .map_err(|e| JobError::Transient(e.into()))?;
@@ -147,7 +163,7 @@ pub async fn run(ctx: JobContext, job: ReflectScan) -> JobResult {
         job.tick,
         started.elapsed()
     );
-    Ok(())
+    Ok(ScanReport { scanned, queued })
 }
 
 #[cfg(test)]
