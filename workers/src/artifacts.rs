@@ -20,6 +20,10 @@ pub const LOG: &str = "public/logs/live_backing.log.gz";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
+    /// The queue already has it and no upload of ours is pending: an earlier attempt attached
+    /// it, or the run was resolved before (then the queue would refuse anyway).
+    #[error("{0}: the artifact exists already")]
+    Exists(TcError),
     #[error(transparent)]
     Tc(#[from] TcError),
     #[error("uploading {name} of task {task_id}: {message}")]
@@ -35,6 +39,7 @@ impl ArtifactError {
     pub fn is_transient(&self) -> bool {
         match self {
             ArtifactError::Tc(e) => e.is_transient(),
+            ArtifactError::Exists(_) => false,
             ArtifactError::Upload { transient, .. } => *transient,
         }
     }
@@ -54,9 +59,7 @@ pub async fn attach_properties(
         ArtifactStorage::Object => {
             let req =
                 json!({"storageType": "object", "expires": expires_s, "contentType": content_type});
-            let resp =
-                b.tc.create_artifact(task_id, run_id, PROPERTIES, &req)
-                    .await?;
+            let resp = create_or_resume(b, task_id, run_id, &req).await?;
             let upload_err = |message: String, transient: bool| ArtifactError::Upload {
                 name: PROPERTIES,
                 task_id: task_id.to_owned(),
@@ -89,7 +92,7 @@ pub async fn attach_properties(
             let object =
                 Object::new(ClientBuilder::new(b.root_url.clone()).credentials(credentials))
                     .map_err(|e| upload_err(format!("{e:#}"), false))?;
-            taskcluster_upload::upload_from_buf(
+            let uploaded = taskcluster_upload::upload_from_buf(
                 &project_id,
                 &name,
                 content_type,
@@ -99,14 +102,27 @@ pub async fn attach_properties(
                 &object,
                 &upload_id,
             )
-            .await
-            .map_err(|e| {
-                let transient = taskcluster::err_status_code(&e)
-                    .is_none_or(|s| s.is_server_error() || s.as_u16() == 429);
-                upload_err(format!("{e:#}"), transient)
-            })?;
-            b.tc.finish_artifact(task_id, run_id, PROPERTIES, &upload_id)
-                .await?;
+            .await;
+            match uploaded {
+                Ok(()) => {}
+                // An earlier attempt finished this upload before it stopped.
+                Err(e) if taskcluster::err_status_code(&e).is_some_and(|s| s.as_u16() == 409) => {}
+                Err(e) => {
+                    let transient = taskcluster::err_status_code(&e)
+                        .is_none_or(|s| s.is_server_error() || s.as_u16() == 429);
+                    return Err(upload_err(format!("{e:#}"), transient));
+                }
+            }
+            match b
+                .tc
+                .finish_artifact(task_id, run_id, PROPERTIES, &upload_id)
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if e.is_conflict() => {}
+                Err(e) => return Err(e.into()),
+            }
+            forget_upload(b, task_id, run_id).await;
         }
         ArtifactStorage::S3 => {
             let req =
@@ -126,6 +142,62 @@ pub async fn attach_properties(
         }
     }
     Ok(())
+}
+
+fn upload_key(b: &Bridge, task_id: &str, run_id: u32) -> String {
+    format!(
+        "{}:artifact-upload:{task_id}:{run_id}:{PROPERTIES}",
+        b.redis_prefix
+    )
+}
+
+/// createArtifact, remembering its answer (upload id and credentials) for a day: an object
+/// artifact's upload id is chosen by the queue, so an attempt after a crash between
+/// createArtifact and finishArtifact gets 409 for the same request and must resume the upload
+/// it cannot ask for again.
+async fn create_or_resume(
+    b: &Bridge,
+    task_id: &str,
+    run_id: u32,
+    req: &Value,
+) -> Result<Value, ArtifactError> {
+    use redis::AsyncCommands;
+    let key = upload_key(b, task_id, run_id);
+    let mut redis = b.redis.clone();
+    match b.tc.create_artifact(task_id, run_id, PROPERTIES, req).await {
+        Ok(resp) => {
+            let saved: Result<(), _> = redis.set_ex(&key, resp.to_string(), 86_400).await;
+            if let Err(e) = saved {
+                tracing::warn!(
+                    task_id,
+                    run_id,
+                    "could not remember the upload of {PROPERTIES}: {e}"
+                );
+            }
+            Ok(resp)
+        }
+        Err(e) if e.is_conflict() => {
+            let saved: Option<String> = redis.get(&key).await.ok().flatten();
+            match saved.and_then(|s| serde_json::from_str(&s).ok()) {
+                Some(resp) => {
+                    tracing::info!(
+                        task_id,
+                        run_id,
+                        "resuming the upload of {PROPERTIES} that an earlier attempt started"
+                    );
+                    Ok(resp)
+                }
+                None => Err(ArtifactError::Exists(e)),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn forget_upload(b: &Bridge, task_id: &str, run_id: u32) {
+    use redis::AsyncCommands;
+    let mut redis = b.redis.clone();
+    let _: Result<(), _> = redis.del(upload_key(b, task_id, run_id)).await;
 }
 
 async fn put_with_retries(

@@ -26,6 +26,9 @@ pub struct Bridge {
     pub http: reqwest::Client,
     /// The scan's interval, reclaim margin and page size.
     pub reflector: bbb_shared::config::ReflectorConfig,
+    /// Redis, for state that must outlive a crashed attempt (an artifact upload in progress).
+    pub redis: apalis_redis::ConnectionManager,
+    pub redis_prefix: String,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -66,6 +69,10 @@ impl Bridge {
             root_url: config.taskcluster.root_url.clone(),
             http: reqwest::Client::new(),
             reflector: config.reflector.clone(),
+            redis: bbb_shared::queue::connect(&config.redis.url)
+                .await
+                .with_context(|| format!("connecting to Redis at {}", config.redis.url))?,
+            redis_prefix: config.redis.prefix.clone(),
         }))
     }
 }

@@ -16,7 +16,9 @@ use serde_json::Value;
 use crate::{
     artifacts::{attach_log, attach_properties},
     bridge::{Bridge, ClassifyResult},
-    jobs::builds::{build_key, claim_current, lock_and_read, release, tasks_of_build},
+    jobs::builds::{
+        Order, build_key, claim_current, lock_and_read, order_of, release, tasks_of_build,
+    },
     runtime::{JobContext, JobError, JobResult},
 };
 
@@ -90,6 +92,29 @@ pub async fn finish_task(b: &Bridge, row: &TrackedTask, f: &Finished) -> JobResu
     if let Some(holder) = row.claimed_by.as_deref()
         && holder != build
     {
+        // A later Build of the request finishing before the holder's (a RETRY) finished event
+        // was handled: wait for that one. An earlier Build: this event was handled before.
+        let brid = brid.unwrap_or_default();
+        match order_of(b, brid, build, holder).await? {
+            Some(Order::Earlier) => {}
+            Some(Order::Same) => {
+                return Box::pin(finish_task(
+                    b,
+                    row,
+                    &Finished {
+                        build: holder.to_owned(),
+                        ..f.clone()
+                    },
+                ))
+                .await;
+            }
+            _ => {
+                return Err(JobError::Locked(format!(
+                    "{task_id} (run {} still held by Build {holder})",
+                    row.run_id
+                )));
+            }
+        }
         tracing::info!(
             task_id,
             run_id = row.run_id,
@@ -230,6 +255,14 @@ async fn attach(
         match outcome {
             Ok(()) => {}
             Err(e) if e.is_transient() => return Err(JobError::Transient(e.into())),
+            Err(e @ crate::artifacts::ArtifactError::Exists(_)) => {
+                tracing::info!(
+                    task_id,
+                    run_id,
+                    ?brid,
+                    "task {task_id} run {run_id}: {what} artifact not attached again: {e}"
+                );
+            }
             Err(e) => {
                 metrics::counter!("bbb_artifact_errors_total").increment(1);
                 tracing::warn!(

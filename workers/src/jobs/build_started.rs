@@ -4,7 +4,9 @@ use bbb_shared::jobs::BuildStarted;
 
 use crate::{
     bridge::Bridge,
-    jobs::builds::{build_key, claim_current, lock_and_read, release, tasks_of_build},
+    jobs::builds::{
+        Order, build_key, claim_current, lock_and_read, order_of, release, tasks_of_build,
+    },
     runtime::{JobContext, JobError, JobResult},
 };
 
@@ -26,6 +28,21 @@ async fn start(b: &Bridge, row: &bbb_shared::bridgedb::TrackedTask, build: &str)
     if let Some(holder) = row.claimed_by.as_deref() {
         if holder == build {
             return Ok(()); // handled before
+        }
+        let brid = row.buildrequest_id.unwrap_or_default();
+        let order = order_of(b, brid, build, holder).await?;
+        if order == Some(Order::Same) {
+            return Ok(());
+        }
+        if order == Some(Order::Earlier) {
+            tracing::info!(
+                task_id = %row.task_id,
+                brid,
+                "task {}: Build {build} started before Build {holder}, which holds run {}: nothing to claim",
+                row.task_id,
+                row.run_id
+            );
+            return Ok(());
         }
         // An earlier Build of the request still holds the run: its finished event (a RETRY)
         // has not been handled yet. Wait for it rather than take the run over.

@@ -129,6 +129,39 @@ pub async fn lock_and_read(
     Ok(Some((guard, row)))
 }
 
+/// Where a Build stands relative to the Build holding a task's run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// This Build started after the holder: the holder's finished event is still to come.
+    Later,
+    /// This Build started before the holder: its own events were handled before.
+    Earlier,
+    /// The same Build, named differently (e.g. by the scan, from the scheduler DB).
+    Same,
+}
+
+/// Orders two Builds of one request (`<master>/<builder>/<number>` keys) by their builds rows,
+/// which Buildbot adds as each attempt starts. `None` when either is not found.
+pub async fn order_of(
+    b: &Bridge,
+    brid: i64,
+    this: &str,
+    holder: &str,
+) -> Result<Option<Order>, JobError> {
+    let number = |key: &str| key.rsplit('/').next().and_then(|n| n.parse::<i64>().ok());
+    let (Some(this_n), Some(holder_n)) = (number(this), number(holder)) else {
+        return Ok(None);
+    };
+    let builds = b.sched.builds_for(&[brid]).await.classify()?;
+    let pos = |n: i64| builds.iter().position(|x| x.number == n);
+    Ok(match (pos(this_n), pos(holder_n)) {
+        (Some(t), Some(h)) if t > h => Some(Order::Later),
+        (Some(t), Some(h)) if t < h => Some(Order::Earlier),
+        (Some(_), Some(_)) => Some(Order::Same),
+        _ => None,
+    })
+}
+
 pub async fn release(guard: LockGuard) {
     if let Err(e) = guard.release().await {
         tracing::warn!("releasing a task lock failed (it expires by itself): {e}");

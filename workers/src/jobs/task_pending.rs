@@ -84,6 +84,19 @@ pub async fn handle(b: &Bridge, job: &TaskPending) -> JobResult {
         }
         // Same run without a BuildRequest id: an earlier attempt stopped half-way.
     } else {
+        // A later run of a task we do not track: a person reran it (new BuildRequest), or this
+        // message arrived after the task was resolved and forgotten (nothing to do).
+        if run_id > 0 {
+            let status = b.tc.status(task_id).await.classify()?;
+            if status.run(run_id).is_none_or(|r| r.state != "pending") {
+                tracing::info!(
+                    task_id,
+                    run_id,
+                    "task-pending for task {task_id} run {run_id}, which is no longer pending: ignored"
+                );
+                return Ok(());
+            }
+        }
         let time_of = |key: &str| {
             task.get(key)
                 .and_then(Value::as_str)
@@ -106,7 +119,12 @@ pub async fn handle(b: &Bridge, job: &TaskPending) -> JobResult {
         b.bbb.insert_task(&row).await.classify()?;
     }
 
-    let brid = match b.sched.buildrequest_for_task(task_id).await.classify()? {
+    // Only after a stop half-way can a request exist already (the look-up scans buildsets).
+    let injected = match &tracked {
+        Some(_) => b.sched.buildrequest_for_task(task_id).await.classify()?,
+        None => None,
+    };
+    let brid = match injected {
         Some(brid) => {
             tracing::info!(
                 task_id,

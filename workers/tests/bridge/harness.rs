@@ -52,6 +52,9 @@ pub struct Options {
     /// A config file shape to start from instead of the new one (its keys are overridden to
     /// point at this bed).
     pub base_config: Option<Value>,
+    /// Start the in-process worker pool at once (else call `start_pool`, or run a
+    /// `bbb-worker` process on `raw_config`).
+    pub pool: bool,
 }
 
 impl Default for Options {
@@ -64,6 +67,7 @@ impl Default for Options {
             faults: PulseFaults::default(),
             master: true,
             base_config: None,
+            pool: true,
         }
     }
 }
@@ -80,6 +84,7 @@ pub struct Bed {
     pub sched: SchedulerDb,
     pub queue: JobQueue,
     master_settings: MasterSettings,
+    raw_config: Value,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     _bbb_db: TestDb,
@@ -230,13 +235,16 @@ impl Bed {
             sched,
             queue,
             master_settings: bed_master,
+            raw_config: raw,
             stop,
             tasks,
             _bbb_db: bbb_db,
             _sched_db: sched_db,
         };
         bed.wait_for_bindings().await;
-        bed.start_pool().await;
+        if opts.pool {
+            bed.start_pool().await;
+        }
         if opts.master {
             bed.start_master().await;
         }
@@ -591,3 +599,534 @@ async fn cleanup_amqp(config: &Config) {
 
 /// Shared state some tests need across beds.
 pub type Shared<T> = Arc<T>;
+
+// ---- Helpers for the invalid / delivery / faults scenarios. ----
+
+impl Bed {
+    /// The raw JSON the bed built its `Config` from (a config file the `bbb` binaries accept).
+    pub fn raw_config(&self) -> Value {
+        self.raw_config.clone()
+    }
+
+    /// Writes [`Bed::raw_config`] to a file of its own and returns its path.
+    pub fn write_config(&self) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bbb.json");
+        std::fs::write(&path, self.raw_config.to_string()).unwrap();
+        path
+    }
+
+    /// Starts a `bbb-worker` child process on this bed's configuration (no migration: the bed
+    /// migrated). It is killed (SIGKILL) when the handle is dropped.
+    pub fn spawn_worker_process(&self) -> WorkerProcess {
+        let config = self.write_config();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_bbb-worker"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--no-migrate")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .spawn()
+            .unwrap();
+        WorkerProcess {
+            child: Some(child),
+            config,
+        }
+    }
+
+    /// Whether a job of `kind` with this idempotency key was ever enqueued (within the
+    /// retention window).
+    pub async fn was_enqueued(&self, kind: &str, key: &str) -> bool {
+        let config = self.queue.settings().apalis_config(kind);
+        let mut conn = self.queue.connection();
+        let n: u64 = redis::AsyncCommands::exists(
+            &mut conn,
+            format!("{}:{key}", config.idempotency_key_set()),
+        )
+        .await
+        .unwrap();
+        n > 0
+    }
+
+    /// Waits until the job `kind`/`key` was enqueued and every job of that kind is finished
+    /// (twice in a row, so a job moving between Redis lists is not missed).
+    pub async fn wait_processed(&self, kind: &str, key: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut idle_checks = 0;
+        while idle_checks < 2 {
+            if self.was_enqueued(kind, key).await
+                && self.queue.pending_count(kind).await.unwrap() == 0
+            {
+                idle_checks += 1;
+            } else {
+                idle_checks = 0;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {kind} job {key} to be processed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `<tclistener.pulse_exchange_basename>/<name>`, e.g. `task-pending`.
+    pub fn tc_exchange(&self, name: &str) -> String {
+        format!("{}/{name}", self.config.tclistener.pulse_exchange_basename)
+    }
+
+    /// Publishes a task-pending message as the queue does (FORMATS.md 1.5) for `status`.
+    pub async fn publish_task_pending(&self, status: &Value, run_id: u32) {
+        let task_id = status["taskId"].as_str().unwrap();
+        let field = |k: &str| status[k].as_str().unwrap_or("_").to_owned();
+        let key = format!(
+            "primary.{task_id}.{run_id}._._.{}.{}.{}.{}._",
+            field("provisionerId"),
+            field("workerType"),
+            field("schedulerId"),
+            field("taskGroupId")
+        );
+        let body = json!({"version": 1, "status": status, "runId": run_id, "task": {"tags": {}}});
+        self.publisher
+            .publish(&self.tc_exchange("task-pending"), &key, &body)
+            .await
+            .unwrap();
+    }
+
+    /// Publishes a Buildbot `build.<bdir>.<number>.<event>` message on the bed's exchange, as
+    /// this bed's master would, with the given payload.
+    pub async fn publish_build_event(
+        &self,
+        builder: &str,
+        number: i64,
+        event: &str,
+        payload: Value,
+    ) {
+        let key = format!(
+            "build.{}.{number}.{event}",
+            bbb_sandbox::buildbot::builder_dir(builder)
+        );
+        let body = json!({
+            "_meta": {
+                "exchange": self.config.bblistener.pulse_exchange,
+                "routing_key": key,
+                "serializer": "json",
+                "sent": "2015-11-03T11:14:00-08:00",
+                "master_name": self.master_settings.name,
+                "master_incarnation": "pid1-boot1",
+                "message_id": format!("{}-{number}-{event}", self.name),
+            },
+            "payload": payload,
+        });
+        self.publisher
+            .publish(&self.config.bblistener.pulse_exchange, &key, &body)
+            .await
+            .unwrap();
+    }
+
+    /// Messages ready (not yet delivered to the ingest) in the bridge's Pulse queue whose
+    /// exchange ends with `exchange_suffix` (`task-pending`, `task-exception`, or the build
+    /// exchange's name).
+    pub async fn pulse_ready(&self, exchange_suffix: &str) -> u32 {
+        let b = bindings_from_config(&self.config)
+            .into_iter()
+            .find(|b| b.exchange.ends_with(exchange_suffix))
+            .expect("a binding for that exchange");
+        let conn = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let q = ch
+            .queue_declare(
+                b.queue.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = conn.close(200, "counted".into()).await;
+        q.message_count()
+    }
+
+    /// The `builds` rows of a request.
+    pub async fn builds_of(&self, brid: i64) -> Vec<bbb_shared::schedulerdb::Build> {
+        self.sched.builds_for(&[brid]).await.unwrap()
+    }
+}
+
+/// A Buildbot `started` payload (FORMATS.md 3) for a Build of `builder` serving `request_ids`,
+/// with the given `[name, value, source]` properties.
+pub fn started_payload(
+    builder: &str,
+    number: i64,
+    request_ids: &[i64],
+    properties: Value,
+) -> Value {
+    json!({
+        "request_ids": request_ids,
+        "build": {
+            "builderName": builder,
+            "number": number,
+            "sourceStamp": {"branch": "integration/mozilla-inbound", "revision": "bd3d049a39ad16c75357edacf9f0867246012b7c",
+                            "repository": "", "project": "", "hasPatch": false, "changes": []},
+            "reason": "scheduler",
+            "blame": [],
+            "properties": properties,
+            "times": ["2015-11-03T18:23:44+0000", null],
+            "text": [],
+            "results": null,
+            "slave": "bld-linux64-spot-132",
+            "eta": null,
+            "steps": [],
+            "currentStep": null,
+        },
+    })
+}
+
+/// A `bbb-worker` child process; SIGKILLed when dropped.
+pub struct WorkerProcess {
+    child: Option<std::process::Child>,
+    config: std::path::PathBuf,
+}
+
+impl WorkerProcess {
+    /// `kill -9`, then reap it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+// ---- Helpers for the result and cancellation scenarios (results.rs, cancel.rs, seeds.rs).
+
+/// The calls that change a task's state in the queue (claims and resolutions).
+pub const STATE_CALLS: &[&str] = &[
+    "claimTask",
+    "reclaimTask",
+    "reportCompleted",
+    "reportFailed",
+    "reportException",
+    "rerunTask",
+    "cancelTask",
+];
+
+impl Bed {
+    /// The task's calls whose name is one of `names`, as `name/run/status`, in order.
+    pub fn calls_named(&self, task_id: &str, names: &[&str]) -> Vec<String> {
+        self.tc
+            .calls()
+            .into_iter()
+            .filter(|c| c.task_id.as_deref() == Some(task_id) && names.contains(&c.name.as_str()))
+            .map(|c| {
+                format!(
+                    "{}/{}/{}",
+                    c.name,
+                    c.run_id.map_or("-".into(), |r| r.to_string()),
+                    c.status
+                )
+            })
+            .collect()
+    }
+
+    /// Cancels the task through the queue's HTTP API (`cancelTask`, with the bed's client), as
+    /// a user or the task's scheduler would. The call shows in the call log like the bridge's.
+    pub async fn cancel_in_tc(&self, task_id: &str) {
+        let queue = bbb_shared::tc::TcQueue::from_config(&self.config).unwrap();
+        queue.cancel(task_id).await.unwrap();
+    }
+
+    /// Waits until `cond` holds on the task's status; returns that status.
+    pub async fn wait_status(
+        &self,
+        task_id: &str,
+        what: &str,
+        cond: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.tc.status(task_id)
+                && cond(&status)
+            {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {task_id}: timed out waiting for {what}: {:#}",
+                self.tc.status(task_id).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until run `run_id` of the task is running (claimed).
+    pub async fn wait_run_running(&self, task_id: &str, run_id: usize) -> Value {
+        self.wait_status(task_id, &format!("run {run_id} running"), |s| {
+            s["runs"][run_id]["state"] == "running"
+        })
+        .await
+    }
+
+    /// Waits until the request has at least `n` builds rows; returns the rows.
+    pub async fn wait_builds(&self, brid: i64, n: usize) -> Vec<bbb_shared::schedulerdb::Build> {
+        wait_until(
+            &format!("{n} builds rows for BuildRequest {brid}"),
+            Duration::from_secs(60),
+            || async move { self.sched.build_ids(brid).await.unwrap().len() >= n },
+        )
+        .await;
+        self.builds(brid).await
+    }
+
+    /// The builds rows of one request, by id.
+    pub async fn builds(&self, brid: i64) -> Vec<bbb_shared::schedulerdb::Build> {
+        self.sched.builds_for(&[brid]).await.unwrap()
+    }
+
+    /// Waits until the BuildRequest is complete; returns it.
+    pub async fn wait_request_complete(&self, brid: i64) -> BuildRequest {
+        wait_until(
+            &format!("BuildRequest {brid} complete"),
+            Duration::from_secs(60),
+            || async move { self.buildrequest(brid).await.complete },
+        )
+        .await;
+        self.buildrequest(brid).await
+    }
+
+    /// Waits until self-serve has received `n` jobs and carried them all out; returns them.
+    pub async fn wait_selfserve_jobs(&self, n: usize) -> Vec<bbb_sandbox::selfserve::Job> {
+        wait_until(
+            &format!("{n} self-serve jobs carried out"),
+            Duration::from_secs(60),
+            || async move {
+                let jobs = self.selfserve.jobs();
+                jobs.len() >= n && jobs.iter().all(|j| j.outcome.is_some())
+            },
+        )
+        .await;
+        self.selfserve.jobs()
+    }
+
+    /// Asserts what the bridge attaches to a run it claimed for a Build: `public/properties.json`
+    /// (the Build's properties, with the task's id and postrun's `log_url`) and the reference
+    /// artifact `public/logs/live_backing.log.gz` pointing at `log_url`, both expiring no later
+    /// than the task.
+    pub fn assert_build_outputs(&self, task_id: &str, run_id: u32, log_url: &str) {
+        assert_eq!(
+            self.artifact_names(task_id, run_id),
+            vec!["public/logs/live_backing.log.gz", "public/properties.json"],
+            "artifacts of run {run_id}: {:?}",
+            self.calls(task_id)
+        );
+        let task_expires: chrono::DateTime<chrono::Utc> = self.status(task_id)["expires"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        for a in self.tc.artifacts(task_id, run_id) {
+            assert!(
+                a.expires <= task_expires,
+                "{} expires after the task: {} > {task_expires}",
+                a.name,
+                a.expires
+            );
+            if a.name == "public/logs/live_backing.log.gz" {
+                assert_eq!(a.storage_type, "reference");
+                assert_eq!(a.content_type, "application/gzip");
+                assert_eq!(a.url.as_deref(), Some(log_url));
+            } else {
+                assert!(a.present, "properties.json uploaded and finished");
+                assert_eq!(a.content_type, "application/json");
+            }
+        }
+        let props = self.properties_artifact(task_id, run_id);
+        assert_eq!(props["taskId"], json!([task_id, "bbb"]));
+        assert_eq!(props["log_url"], json!([log_url, "postrun.py"]));
+    }
+}
+
+/// Pulse messages held back from the bridge: its queue is unbound from one exchange and a queue
+/// of the test's own (exclusive to this connection) collects what the exchange routes, until
+/// [`HeldMessages::release`] binds the bridge's queue again and republishes the held messages
+/// - a late delivery, as after a Pulse backlog.
+pub struct HeldMessages {
+    conn: lapin::Connection,
+    channel: lapin::Channel,
+    holder: String,
+    binding: bbb_ingest::Binding,
+    publisher: Publisher,
+}
+
+/// A held message: routing key and body.
+pub type HeldMessage = (String, Vec<u8>);
+
+impl Bed {
+    /// Holds back the messages of the Taskcluster exchange `name` (e.g. `task-pending`) from
+    /// now on.
+    pub async fn hold_tc_messages(&self, name: &str) -> HeldMessages {
+        let exchange = format!("{}/{name}", self.config.tclistener.pulse_exchange_basename);
+        self.hold_messages(&exchange).await
+    }
+
+    /// Holds back the Buildbot masters' messages (the bridge's `started` and `log_uploaded`)
+    /// from now on.
+    pub async fn hold_build_messages(&self) -> HeldMessages {
+        let exchange = self.config.bblistener.pulse_exchange.clone();
+        self.hold_messages(&exchange).await
+    }
+
+    async fn hold_messages(&self, exchange: &str) -> HeldMessages {
+        let binding = bindings_from_config(&self.config)
+            .into_iter()
+            .find(|b| b.exchange == exchange)
+            .unwrap();
+        let conn = lapin::Connection::connect(AMQP, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        let holder = format!("{}/held/{}", self.name, binding.queue);
+        channel
+            .queue_declare(
+                holder.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        // Bind the holder first, so that nothing published meanwhile reaches no queue.
+        for key in &binding.routing_keys {
+            channel
+                .queue_bind(
+                    holder.as_str().into(),
+                    exchange.into(),
+                    key.as_str().into(),
+                    Default::default(),
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            channel
+                .queue_unbind(
+                    binding.queue.as_str().into(),
+                    exchange.into(),
+                    key.as_str().into(),
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .unwrap();
+        }
+        HeldMessages {
+            conn,
+            channel,
+            holder,
+            binding,
+            publisher: self.publisher.clone(),
+        }
+    }
+}
+
+impl HeldMessages {
+    /// How many messages are held now.
+    pub async fn count(&self) -> u32 {
+        self.channel
+            .queue_declare(
+                self.holder.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .message_count()
+    }
+
+    /// Waits until at least `n` messages are held.
+    pub async fn wait_held(&self, n: u32) {
+        wait_until(
+            &format!("{n} messages held from {}", self.binding.exchange),
+            Duration::from_secs(60),
+            || async { self.count().await >= n },
+        )
+        .await;
+    }
+
+    /// Binds the bridge's queue again and republishes every held message (same exchange,
+    /// routing key and body) in the order they came; returns how many.
+    pub async fn release(self) -> usize {
+        self.release_ordered(|_| {}).await.len()
+    }
+
+    /// Binds the bridge's queue again, lets `order` reorder (or drop) the held messages, and
+    /// republishes them in that order, one at a time; returns them as republished.
+    pub async fn release_ordered(
+        self,
+        order: impl FnOnce(&mut Vec<HeldMessage>),
+    ) -> Vec<HeldMessage> {
+        let exchange = self.binding.exchange.as_str();
+        for key in &self.binding.routing_keys {
+            self.channel
+                .queue_bind(
+                    self.binding.queue.as_str().into(),
+                    exchange.into(),
+                    key.as_str().into(),
+                    Default::default(),
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            self.channel
+                .queue_unbind(
+                    self.holder.as_str().into(),
+                    exchange.into(),
+                    key.as_str().into(),
+                    lapin::types::FieldTable::default(),
+                )
+                .await
+                .unwrap();
+        }
+        let mut held: Vec<HeldMessage> = Vec::new();
+        while let Some(m) = self
+            .channel
+            .basic_get(
+                self.holder.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            held.push((m.delivery.routing_key.to_string(), m.delivery.data));
+        }
+        order(&mut held);
+        for (key, body) in &held {
+            self.publisher
+                .publish_raw(exchange, key, body)
+                .await
+                .unwrap();
+        }
+        let _ = self.conn.close(200, "released".into()).await;
+        held
+    }
+}

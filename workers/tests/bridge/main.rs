@@ -8,6 +8,6 @@ mod delivery;
 mod faults;
 mod harness;
 mod invalid;
+mod reflector;
 mod results;
 mod seeds;
-mod reflector;
