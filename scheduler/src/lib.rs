@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 /// The ticks (epoch seconds) at which a scan is due: multiples of `interval`.
 pub fn is_scan_tick(tick: u64, interval: u64) -> bool {
-    tick % interval.max(1) == 0
+    tick.is_multiple_of(interval.max(1))
 }
 
 /// Enqueues the scan of one tick. `Duplicate` means another replica already did.
