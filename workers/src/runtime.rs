@@ -338,16 +338,31 @@ pub async fn supervise<J: Job>(
         };
         let started = std::time::Instant::now();
         tracing::info!(worker = %name, "worker {name} takes {} jobs", J::NAME);
-        match worker.run_until(signal).await {
-            Ok(()) => {
-                if *shutdown.borrow() {
-                    tracing::info!(worker = %name, "worker {name} drained and stopped");
-                    return;
+        let watchdog = stalled(
+            conn.clone(),
+            settings.apalis_config(J::NAME).workers_set(),
+            name.clone(),
+            settings.heartbeat * u32::try_from(settings.missed_heartbeats + 1).unwrap_or(u32::MAX),
+            shutdown.clone(),
+        );
+        tokio::select! {
+            outcome = worker.run_until(signal) => match outcome {
+                Ok(()) => {
+                    if *shutdown.borrow() {
+                        tracing::info!(worker = %name, "worker {name} drained and stopped");
+                        return;
+                    }
                 }
-            }
-            Err(e) => {
+                Err(e) => {
+                    metrics::counter!("bbb_worker_restarts_total", "kind" => J::NAME).increment(1);
+                    tracing::warn!(worker = %name, "worker {name} stopped on an error, restarting in {backoff:?}: {e}");
+                }
+            },
+            silent = watchdog => {
+                // Its in-flight jobs are orphans now: another worker re-queues them, and the
+                // per-task locks keep them from running twice at once.
                 metrics::counter!("bbb_worker_restarts_total", "kind" => J::NAME).increment(1);
-                tracing::warn!(worker = %name, "worker {name} stopped on an error, restarting in {backoff:?}: {e}");
+                tracing::warn!(worker = %name, "worker {name} sent no heartbeat for {silent:?}: restarting it");
             }
         }
         if started.elapsed() > Duration::from_secs(60) {
@@ -358,6 +373,38 @@ pub async fn supervise<J: Job>(
             _ = shutdown.wait_for(|s| *s) => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Resolves when the worker `name` has not refreshed its heartbeat in Redis for `limit` (a
+/// worker whose poll loop lost its wake-up stops silently); never while shutting down, when
+/// a draining worker legitimately stops heartbeating.
+async fn stalled(
+    mut conn: ConnectionManager,
+    workers_set: String,
+    name: String,
+    limit: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> Duration {
+    let period = (limit / 4).max(Duration::from_millis(250));
+    loop {
+        tokio::time::sleep(period).await;
+        if *shutdown.borrow() {
+            std::future::pending::<()>().await;
+        }
+        let seen: Option<f64> = match conn.zscore(&workers_set, &name).await {
+            Ok(seen) => seen,
+            Err(_) => continue, // Redis trouble ends the worker's run by itself
+        };
+        let Some(seen) = seen else { continue };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let silent = Duration::from_secs_f64((now - seen).max(0.0));
+        if silent > limit {
+            return silent;
+        }
     }
 }
 
