@@ -1,7 +1,13 @@
 //! `bbb`: the operator's command. Wiring only; each subcommand calls into the crates.
+mod dead_letters;
+mod demo;
+mod queue;
+mod serve_status;
+mod tasks;
+
 use anyhow::Context;
 use bbb_sandbox::system::{Parts, Sandbox};
-use bbb_shared::{bridgedb::BridgeDb, config::Config, telemetry};
+use bbb_shared::{bridgedb::BridgeDb, telemetry};
 use clap::{Parser, Subcommand};
 
 /// Operate a bbb installation: apply the bridge DB's migrations, check a configuration, run
@@ -18,6 +24,29 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Show the job queues (waiting, delayed, running, age of the oldest waiting job, done
+    /// and failed in the last hour, dead letters, jobs/s, live workers), the bridge's Pulse
+    /// queues (ready, unacked, consumers, from RabbitMQ's management API at
+    /// `pulse.management_url`, default port 15672 of the Pulse host) and the live workers,
+    /// then say in plain words what looks wrong, or `all clear`.
+    Queue(queue::QueueArgs),
+    /// List the tasks the bridge tracks (bridge DB) with taskId, runId, BuildRequest id,
+    /// builder and state: `pending` (not claimed yet), `running until <claim expiry>`, or
+    /// `awaiting result` (claim expired, or BuildRequest complete in the scheduler DB).
+    Tasks(tasks::TasksArgs),
+    /// Inspect and act on the dead-letter list: jobs that failed for good and Pulse messages
+    /// that could not be parsed (list, show, requeue, purge).
+    DeadLetters {
+        #[command(subcommand)]
+        command: dead_letters::DeadLettersCommand,
+    },
+    /// Show the whole system working: start what is missing (Redis, RabbitMQ), the three
+    /// emulators (SQLite for both databases) and bbb-ingest, bbb-worker and bbb-scheduler,
+    /// send N tasks with a mix of outcomes (success, failure, retry-then-success, cancel,
+    /// deadline, malformed payload), and print expected vs observed Taskcluster resolutions,
+    /// tasks/s and pending -> resolved latency. Exits non-zero if any task ended wrong. No
+    /// --config needed; with --external it sends the tasks to the system --config describes.
+    Demo(demo::DemoArgs),
     /// Apply the bridge DB's migrations (PostgreSQL, MySQL/MariaDB or SQLite, by URL scheme).
     /// An existing `tasks` table of the original bridge is adopted in place, rows kept.
     Migrate,
@@ -44,6 +73,10 @@ enum Command {
         #[arg(long)]
         selfserve: bool,
     },
+    /// Serve the status page (job queues, Pulse queues, live workers, diagnosis and a chart
+    /// of the last hour) on --addr at `/status` and `/status.json`, and sample its history
+    /// into Redis every --sample-every seconds, until SIGTERM.
+    ServeStatus(serve_status::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,9 +89,19 @@ enum ConfigCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Demo(args) = &cli.command {
+        // The demo's own screen is its progress and summary; the processes log to files.
+        telemetry::init_with_default(cli.common.log_format, "warn,sqlx=error");
+        return demo::run(args, cli.common.config.as_deref()).await;
+    }
     telemetry::init(cli.common.log_format);
-    let config = Config::load(&cli.common.config)?;
+    let config = cli.common.load_config()?;
     match cli.command {
+        Command::Demo(_) => {}
+        Command::Queue(args) => queue::run(&config, &args).await?,
+        Command::Tasks(args) => tasks::run(&config, &args).await?,
+        Command::DeadLetters { command } => dead_letters::run(&config, &command).await?,
+        Command::ServeStatus(args) => serve_status::run(&config, args).await?,
         Command::Migrate => {
             let db = BridgeDb::connect(&config.bbb_db)
                 .await
@@ -90,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Config {
             command: ConfigCommand::Check,
         } => {
-            println!("{}: OK", cli.common.config.display());
+            println!("{}: OK", cli.common.config_path()?.display());
             println!("{}", config.summary());
         }
     }

@@ -44,31 +44,46 @@ pub struct IngestSettings {
     pub pause_before_ack: bool,
     /// The AMQP connection name the broker shows (`rabbitmqctl list_connections name`).
     pub connection_name: String,
+    /// Whether every binding is being consumed right now (readiness).
+    pub consuming: Consuming,
+}
+
+/// Shared flag: `true` while a Pulse session consumes every binding.
+#[derive(Debug, Clone, Default)]
+pub struct Consuming(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Consuming {
+    pub fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set(&self, v: bool) {
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The three bindings of BRIDGE.md, from the configuration.
 pub fn bindings_from_config(config: &Config) -> Vec<Binding> {
     let tc = &config.tclistener;
     let tc_key = format!("*.*.*.*.*.{}.{}.#", tc.provisioner_id, tc.worker_type);
-    let base = &config.pulse.queue_basename;
     vec![
         Binding {
             purpose: Purpose::TaskPending,
             exchange: format!("{}/task-pending", tc.pulse_exchange_basename),
             routing_keys: vec![tc_key.clone()],
-            queue: format!("{base}/task-pending"),
+            queue: config.pulse.queue_name(Purpose::TaskPending.name()),
         },
         Binding {
             purpose: Purpose::TaskException,
             exchange: format!("{}/task-exception", tc.pulse_exchange_basename),
             routing_keys: vec![tc_key],
-            queue: format!("{base}/task-exception"),
+            queue: config.pulse.queue_name(Purpose::TaskException.name()),
         },
         Binding {
             purpose: Purpose::BuildEvents,
             exchange: config.bblistener.pulse_exchange.clone(),
             routing_keys: vec!["build.*.*.started".into(), "build.*.*.log_uploaded".into()],
-            queue: format!("{base}/buildbot"),
+            queue: config.pulse.queue_name(Purpose::BuildEvents.name()),
         },
     ]
 }
@@ -127,6 +142,7 @@ async fn session(
             shutdown.clone(),
         ));
     }
+    settings.consuming.set(true);
     // The first consumer to end decides: all of them end on shutdown, any error reconnects.
     let mut result = Ok(());
     while let Some(r) = consumers.join_next().await {
@@ -143,6 +159,7 @@ async fn session(
             }
         }
     }
+    settings.consuming.set(false);
     let _ = conn.close(200, "bbb-ingest stopping".into()).await;
     result
 }

@@ -12,4 +12,4 @@
 pub mod consumer;
 pub mod parse;
 
-pub use consumer::{Binding, IngestSettings, bindings_from_config, run};
+pub use consumer::{Binding, Consuming, IngestSettings, bindings_from_config, run};

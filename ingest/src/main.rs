@@ -2,8 +2,8 @@
 use anyhow::Context;
 use bbb_ingest::{IngestSettings, bindings_from_config};
 use bbb_shared::{
-    config::Config,
-    process::{CommonArgs, shutdown_signal},
+    ops::Readiness,
+    process::{CommonArgs, OpsArgs, shutdown_signal},
     queue::{JobQueue, QueueSettings},
     telemetry,
 };
@@ -20,6 +20,9 @@ struct Args {
     #[command(flatten)]
     common: CommonArgs,
 
+    #[command(flatten)]
+    ops: OpsArgs,
+
     /// Declare the exchanges (topic, durable) instead of only checking that they exist: for
     /// development brokers. Overrides `ingest.declare_exchanges`.
     #[arg(long)]
@@ -34,12 +37,13 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.common.log_format);
-    let config = Config::load(&args.common.config)?;
+    let config = args.common.load_config()?;
     let shutdown = shutdown_signal();
     let conn = bbb_shared::queue::connect(&config.redis.url)
         .await
         .with_context(|| format!("connecting to Redis at {}", config.redis.url))?;
-    let queue = JobQueue::new(conn, QueueSettings::from_config(&config));
+    let queue = JobQueue::new(conn.clone(), QueueSettings::from_config(&config));
+    let consuming = bbb_ingest::Consuming::default();
     let settings = IngestSettings {
         pulse_url: config.pulse.url.clone(),
         bindings: bindings_from_config(&config),
@@ -49,7 +53,21 @@ async fn main() -> anyhow::Result<()> {
         declare_exchanges: args.declare_exchanges || config.ingest.declare_exchanges,
         pause_before_ack: args.pause_before_ack,
         connection_name: format!("bbb-ingest-{}", std::process::id()),
+        consuming: consuming.clone(),
     };
+    let readiness = Readiness::new().redis(&conn).check("rabbitmq", move || {
+        let consuming = consuming.get();
+        async move {
+            if consuming {
+                Ok(())
+            } else {
+                Err("not consuming the Pulse queues (connecting or reconnecting)")
+            }
+        }
+    });
+    args.ops
+        .serve("bbb-ingest", readiness, None, &shutdown)
+        .await?;
     bbb_ingest::run(settings, queue, shutdown).await;
     tracing::info!("bbb-ingest stopped");
     Ok(())

@@ -1,6 +1,7 @@
 //! Parsing at the edge: a Pulse message becomes a typed job, nothing (a message that is valid
 //! but not for us), or a [`Rejected`] reason for the dead-letter list. Nothing downstream sees
 //! raw JSON.
+use bbb_shared::config::PULSE_PURPOSES;
 use bbb_shared::jobs::{
     BuildFinished, BuildInfo, BuildProperty, BuildStarted, TaskException, TaskPending,
 };
@@ -17,11 +18,13 @@ pub enum Purpose {
 }
 
 impl Purpose {
+    /// The purpose's name in queue names and dead letters, from the shared list that
+    /// `bbb queue` reads too.
     pub fn name(self) -> &'static str {
         match self {
-            Purpose::TaskPending => "task-pending",
-            Purpose::TaskException => "task-exception",
-            Purpose::BuildEvents => "buildbot",
+            Purpose::TaskPending => PULSE_PURPOSES[0],
+            Purpose::TaskException => PULSE_PURPOSES[1],
+            Purpose::BuildEvents => PULSE_PURPOSES[2],
         }
     }
 }

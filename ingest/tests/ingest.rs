@@ -116,6 +116,7 @@ impl Bed {
             declare_exchanges: true,
             pause_before_ack: false,
             connection_name: format!("{}-ingest", self.name),
+            consuming: Default::default(),
         }
     }
 
@@ -156,39 +157,43 @@ impl Bed {
             .unwrap();
     }
 
+    /// Waits until every binding's exchange is declared and its queue has a consumer, so a
+    /// message published afterwards is routed and consumed.
     async fn wait_exchange(&self) {
-        let ex = self.tc_exchange();
-        wait_until("the exchanges to be declared", || async {
-            let ch = self._conn.create_channel().await.unwrap();
-            ch.exchange_declare(
-                ex.as_str().into(),
-                lapin::ExchangeKind::Topic,
-                lapin::options::ExchangeDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .is_ok()
-        })
-        .await;
-        // Bindings follow the exchange declaration on the same connection; wait for the queue.
-        let q = format!("{}/queue/task-pending", self.name);
-        wait_until("the queue to be bound", || async {
-            let ch = self._conn.create_channel().await.unwrap();
-            ch.queue_declare(
-                q.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .is_ok_and(|q| q.consumer_count() > 0)
-        })
-        .await;
+        for ex in [self.tc_exchange(), self.bb_exchange()] {
+            wait_until("the exchanges to be declared", || async {
+                let ch = self._conn.create_channel().await.unwrap();
+                ch.exchange_declare(
+                    ex.as_str().into(),
+                    lapin::ExchangeKind::Topic,
+                    lapin::options::ExchangeDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .is_ok()
+            })
+            .await;
+        }
+        for purpose in ["task-pending", "buildbot"] {
+            let q = format!("{}/queue/{purpose}", self.name);
+            wait_until("the queue to be bound", || async {
+                let ch = self._conn.create_channel().await.unwrap();
+                ch.queue_declare(
+                    q.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .is_ok_and(|q| q.consumer_count() > 0)
+            })
+            .await;
+        }
     }
 }
 

@@ -5,6 +5,11 @@
 //! number of replicas together enqueue exactly one scan per tick. The scheduler holds no
 //! state: ticks missed while every replica was down are not replayed, and need not be (the
 //! next scan looks at everything).
+//!
+//! [`status`] is the status page the scheduler serves on its operations port, and the
+//! sampler that keeps its hour of history and the queue gauges.
+pub mod status;
+
 use std::str::FromStr;
 
 use apalis_cron::CronScheduler;
@@ -36,6 +41,10 @@ pub async fn run(queue: JobQueue, interval: u64, mut shutdown: watch::Receiver<b
         }
     };
     let mut ticks = Box::pin(CronScheduler::new(every_second).into_stream());
+    // Every outcome exists from the start, at zero, so that rates and alerts work at once.
+    for outcome in ["enqueued", "duplicate", "error"] {
+        metrics::counter!("bbb_scheduler_ticks_total", "outcome" => outcome).increment(0);
+    }
     tracing::info!(
         "scheduler: a scan every {interval} s (queue prefix {})",
         queue.settings().prefix

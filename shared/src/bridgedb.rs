@@ -212,6 +212,15 @@ impl Pool {
         }
     }
 
+    /// Runs `SELECT 1`: the readiness check.
+    pub(crate) async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Pool::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(drop),
+            Pool::MySql(p) => sqlx::query("SELECT 1").execute(p).await.map(drop),
+            Pool::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(drop),
+        }
+    }
+
     pub(crate) async fn close(&self) {
         match self {
             Pool::Postgres(p) => p.close().await,
@@ -480,6 +489,11 @@ impl BridgeDb {
     /// Closes every connection (waits for connections in use to be returned).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Whether the database answers (`SELECT 1`); the readiness check.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        self.pool.ping().await
     }
 
     /// Inserts a tracked row. `false` when (taskId, runId) is already tracked: a duplicate

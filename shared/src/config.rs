@@ -53,6 +53,7 @@ pub const ENV_VARS: &[&str] = &[
     "BBB_REDIS_URL",
     "BBB_REDIS_PREFIX",
     "BBB_PULSE_URL",
+    "BBB_PULSE_MANAGEMENT_URL",
     "BBB_BBB_DB",
     "BBB_SCHEDULER_DB",
     "BBB_SELFSERVE_URL",
@@ -141,12 +142,26 @@ pub struct TaskclusterConfig {
     pub certificate: Option<Secret>,
 }
 
+/// The purposes of the bridge's Pulse queues, one queue each: Taskcluster's task-pending and
+/// task-exception events, and the Buildbot masters' build events.
+pub const PULSE_PURPOSES: [&str; 3] = ["task-pending", "task-exception", "buildbot"];
+
 #[derive(Debug, Clone)]
 pub struct PulseConfig {
     /// `amqp://` or `amqps://` URL, password included (masked when printed).
     pub url: SecretUrl,
     /// Queues are named `<queue_basename>/<purpose>`.
     pub queue_basename: String,
+    /// The broker's management HTTP API (`pulse.management_url`), read by `bbb queue` for
+    /// queue depths; `None`: `http://<AMQP host>:15672` with the AMQP credentials.
+    pub management_url: Option<SecretUrl>,
+}
+
+impl PulseConfig {
+    /// The bridge's queue for one of [`PULSE_PURPOSES`].
+    pub fn queue_name(&self, purpose: &str) -> String {
+        format!("{}/{purpose}", self.queue_basename)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -439,6 +454,13 @@ impl Config {
             format!("pulse URL:              {}", self.pulse.url),
             format!("pulse queue basename:   {}", self.pulse.queue_basename),
             format!(
+                "pulse management API:   {}",
+                self.pulse.management_url.as_ref().map_or_else(
+                    || "(derived from the pulse URL, port 15672)".to_owned(),
+                    SecretUrl::masked
+                )
+            ),
+            format!(
                 "taskcluster exchanges:  {}/*",
                 self.tclistener.pulse_exchange_basename
             ),
@@ -612,6 +634,8 @@ struct RawConfig {
     pulse_user: Opt<String>,
     pulse_password: Opt<String>,
     pulse_queue_basename: Opt<String>,
+    pulse_management_url: Opt<String>,
+    pulse: Option<Section<RawPulse>>,
     redis_url: Opt<String>,
     redis: Option<Section<RawRedis>>,
     tc_worker_group: Opt<String>,
@@ -649,6 +673,12 @@ struct RawCredentials {
     access_token: Opt<String>,
     /// A JSON string, or the certificate object itself.
     certificate: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawPulse {
+    management_url: Opt<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1078,6 +1108,8 @@ fn resolve(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
             user: raw.pulse_user,
             password: raw.pulse_password,
             queue_basename: raw.pulse_queue_basename,
+            management_url: raw.pulse_management_url,
+            pulse_section: ctx.section(raw.pulse, "pulse")?,
         },
     )?;
 
@@ -1319,6 +1351,9 @@ struct PulseKeys {
     user: Opt<String>,
     password: Opt<String>,
     queue_basename: Opt<String>,
+    /// `pulse_management_url`; `pulse.management_url` is in the section.
+    management_url: Opt<String>,
+    pulse_section: RawPulse,
 }
 
 fn resolve_pulse(ctx: &Ctx<'_>, keys: PulseKeys) -> Result<PulseConfig, ConfigError> {
@@ -1331,7 +1366,23 @@ fn resolve_pulse(ctx: &Ctx<'_>, keys: PulseKeys) -> Result<PulseConfig, ConfigEr
         user,
         password,
         queue_basename,
+        management_url,
+        pulse_section,
     } = keys;
+    let management_url = ctx
+        .string(
+            Some("BBB_PULSE_MANAGEMENT_URL"),
+            vec![
+                (pulse_section.management_url, "pulse.management_url"),
+                (management_url, "pulse_management_url"),
+            ],
+            Shown::Url,
+        )?
+        .map(|found| {
+            ctx.url(&found, &["http", "https"], "an http(s) URL")
+                .map(|_| SecretUrl::new(found.0))
+        })
+        .transpose()?;
     let queue_basename = ctx
         .string(
             None,
@@ -1347,6 +1398,7 @@ fn resolve_pulse(ctx: &Ctx<'_>, keys: PulseKeys) -> Result<PulseConfig, ConfigEr
         return Ok(PulseConfig {
             url: SecretUrl::new(found.0),
             queue_basename,
+            management_url,
         });
     }
 
@@ -1388,6 +1440,7 @@ fn resolve_pulse(ctx: &Ctx<'_>, keys: PulseKeys) -> Result<PulseConfig, ConfigEr
     Ok(PulseConfig {
         url: SecretUrl::new(url),
         queue_basename,
+        management_url,
     })
 }
 
@@ -2613,5 +2666,67 @@ queue_port = 8801
             assert!(s.contains(needle), "{needle} not in\n{s}");
         }
         assert!(!s.contains("dev-token"));
+    }
+
+    #[test]
+    fn pulse_management_url_is_optional_overridable_and_masked() {
+        let mut config = read_json(&dev_example());
+        let c = from_value(&config, "x.json").unwrap();
+        assert_eq!(c.pulse.management_url, None);
+        assert_eq!(
+            c.pulse.queue_name(PULSE_PURPOSES[0]),
+            "queue/bbb-dev/task-pending"
+        );
+
+        set(
+            &mut config,
+            "pulse.management_url",
+            json!("http://admin:mgmt-S3CRET@rabbit.example.com:15672/"),
+        );
+        let c = from_value(&config, "x.json").unwrap();
+        assert_eq!(
+            c.pulse.management_url.as_ref().map(SecretUrl::expose),
+            Some("http://admin:mgmt-S3CRET@rabbit.example.com:15672/")
+        );
+        let shown = format!("{c:?}\n{}", c.summary());
+        assert!(
+            shown.contains("pulse management API:   http://admin:***@rabbit.example.com:15672/"),
+            "{shown}"
+        );
+        assert!(!shown.contains("S3CRET"), "{shown}");
+
+        let text = config.to_string();
+        let c = Config::from_str(&text, Path::new("x.json"), &|name| {
+            (name == "BBB_PULSE_MANAGEMENT_URL").then(|| "https://mq.example.com/rabbit".to_owned())
+        })
+        .unwrap();
+        assert_eq!(
+            c.pulse.management_url.as_ref().map(SecretUrl::expose),
+            Some("https://mq.example.com/rabbit")
+        );
+
+        let mut flat = read_json(&dev_example());
+        set(
+            &mut flat,
+            "pulse_management_url",
+            json!("http://127.0.0.1:15673"),
+        );
+        let c = from_value(&flat, "x.json").unwrap();
+        assert_eq!(
+            c.pulse.management_url.as_ref().map(SecretUrl::expose),
+            Some("http://127.0.0.1:15673")
+        );
+
+        set(
+            &mut config,
+            "pulse.management_url",
+            json!("amqp://admin:mgmt-S3CRET@rabbit.example.com"),
+        );
+        let err = from_value(&config, "x.json").unwrap_err().to_string();
+        assert!(
+            err.starts_with("x.json: `pulse.management_url`: expected an http(s) URL"),
+            "{err}"
+        );
+        assert!(!err.contains("S3CRET"), "{err}");
     }
 }

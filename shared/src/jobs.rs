@@ -14,6 +14,17 @@ use std::fmt::Debug;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+/// Every job kind of the bridge, in the order operators read them: the four event kinds,
+/// then the scheduler's scan and the per-task jobs it fans out.
+pub const BRIDGE_KINDS: [&str; 6] = [
+    TaskPending::NAME,
+    TaskException::NAME,
+    BuildStarted::NAME,
+    BuildFinished::NAME,
+    ReflectScan::NAME,
+    TaskCheck::NAME,
+];
+
 /// A job kind.
 pub trait Job:
     Serialize + DeserializeOwned + Clone + Debug + Send + Sync + Unpin + 'static

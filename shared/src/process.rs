@@ -10,8 +10,9 @@ use crate::telemetry::LogFormat;
 pub struct CommonArgs {
     /// Configuration file: the original bridge's config.json shape, JSON or TOML (by
     /// extension). TASKCLUSTER_* and BBB_* environment variables override it.
+    /// Required by every command but `bbb demo` (which runs on embedded defaults).
     #[arg(long, short = 'c', env = "BBB_CONFIG", value_name = "PATH")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
 
     /// Log format: `human` (default) or `json` (one object per line, for log shippers).
     #[arg(
@@ -21,6 +22,48 @@ pub struct CommonArgs {
         value_name = "FORMAT"
     )]
     pub log_format: LogFormat,
+}
+
+impl CommonArgs {
+    /// The `--config` path, or a clear error when it was not given.
+    pub fn config_path(&self) -> anyhow::Result<&std::path::Path> {
+        self.config.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("no configuration file: pass --config PATH or set BBB_CONFIG")
+        })
+    }
+
+    /// Loads the configuration file named by `--config`, with environment overrides.
+    pub fn load_config(&self) -> anyhow::Result<crate::config::Config> {
+        Ok(crate::config::Config::load(self.config_path()?)?)
+    }
+}
+
+/// The operations endpoint flag of the long-running processes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OpsArgs {
+    /// Serve Prometheus `/metrics`, `/healthz` and `/readyz` on this address, e.g.
+    /// `0.0.0.0:9102` (conventional ports: ingest 9101, worker 9102, scheduler 9103). Off
+    /// when not given.
+    #[arg(long, env = "BBB_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+impl OpsArgs {
+    /// Starts the operations endpoint when `--metrics-addr` is given.
+    pub async fn serve(
+        &self,
+        process: &'static str,
+        readiness: crate::ops::Readiness,
+        routes: Option<axum::Router>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<std::net::SocketAddr>> {
+        match self.metrics_addr {
+            Some(addr) => crate::ops::serve(addr, process, readiness, routes, shutdown.clone())
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    }
 }
 
 /// A receiver that turns `true` on SIGTERM or SIGINT (Ctrl-C): pass it to `run`.

@@ -258,6 +258,35 @@ impl JobQueue {
             .collect())
     }
 
+    /// Pushes the envelope of a dead-lettered job back on its kind's queue as a fresh job: a
+    /// new job id (also its origin id), attempt and lock-wait counters reset, the last error
+    /// cleared, enqueued now, and no idempotency key (the original key may still be held).
+    /// `envelope` is [`DeadLetter::envelope`]; the job inside is kept as stored. Returns the
+    /// new job id.
+    pub async fn requeue_dead_job(
+        &self,
+        kind: &str,
+        envelope: &serde_json::Value,
+    ) -> Result<String, QueueError> {
+        let mut env: Envelope<serde_json::Value> = serde_json::from_value(envelope.clone())?;
+        let id = ulid::Ulid::generate().to_string();
+        env.attempt = 0;
+        env.lock_waits = 0;
+        env.origin_id = id.clone();
+        env.enqueued_at = Utc::now();
+        env.last_error = None;
+        self.push_raw(kind, &id, None, &env, Duration::ZERO).await?;
+        Ok(id)
+    }
+
+    /// Removes one dead letter, given exactly as stored (its JSON text): safe while others
+    /// append or remove entries, unlike removal by index. Returns whether it was there.
+    pub async fn remove_dead_letter(&self, raw: &str) -> Result<bool, QueueError> {
+        let mut conn = self.conn.clone();
+        let removed: u64 = conn.lrem(self.settings.dead_letter_key(), 1, raw).await?;
+        Ok(removed > 0)
+    }
+
     /// Deletes the data of up to `max` finished jobs of one kind; returns how many.
     pub async fn vacuum(&self, kind: &str, max: usize) -> Result<usize, QueueError> {
         let config = self.settings.apalis_config(kind);

@@ -356,6 +356,11 @@ impl SchedulerDb {
         self.pool.close().await;
     }
 
+    /// Whether the database answers (`SELECT 1`); the readiness check.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        self.pool.ping().await
+    }
+
     /// Creates a BuildRequest for the task, in one transaction: a sourcestamp, a buildset,
     /// its properties and the buildrequest (claimed_at 0, complete 0). Returns the
     /// buildrequest's id. Not idempotent by itself: callers insert the tracked row first.

@@ -4,8 +4,8 @@ use std::time::Duration;
 use anyhow::Context;
 use bbb_shared::{
     bridgedb::BridgeDb,
-    config::Config,
-    process::{CommonArgs, shutdown_signal},
+    ops::Readiness,
+    process::{CommonArgs, OpsArgs, shutdown_signal},
     queue::QueueSettings,
     telemetry,
 };
@@ -21,6 +21,9 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+
+    #[command(flatten)]
+    ops: OpsArgs,
 
     /// Jobs run at once per job kind (default: `worker.concurrency`, 16).
     #[arg(long, env = "BBB_CONCURRENCY")]
@@ -39,7 +42,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     telemetry::init(args.common.log_format);
-    let config = Config::load(&args.common.config)?;
+    let config = args.common.load_config()?;
     let shutdown = shutdown_signal();
     if config.worker.migrate_on_start && !args.no_migrate {
         let db = BridgeDb::connect(&config.bbb_db)
@@ -53,6 +56,21 @@ async fn main() -> anyhow::Result<()> {
     let conn = bbb_shared::queue::connect(&config.redis.url)
         .await
         .with_context(|| format!("connecting to Redis at {}", config.redis.url))?;
+    let bridge = Bridge::connect(&config).await?;
+    let (for_bbb, for_sched) = (bridge.clone(), bridge.clone());
+    let readiness = Readiness::new()
+        .redis(&conn)
+        .check("bridge-db", move || {
+            let b = for_bbb.clone();
+            async move { b.bbb.ping().await }
+        })
+        .check("scheduler-db", move || {
+            let b = for_sched.clone();
+            async move { b.sched.ping().await }
+        });
+    args.ops
+        .serve("bbb-worker", readiness, None, &shutdown)
+        .await?;
     let w = &config.worker;
     let setup = WorkerSetup {
         queue_settings: QueueSettings::from_config(&config),
@@ -70,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
             bridge: true,
             probe: args.probe_jobs,
         },
-        bridge: Some(Bridge::connect(&config).await?),
+        bridge: Some(bridge),
     };
     bbb_workers::run(conn, setup, shutdown).await;
     tracing::info!("bbb-worker stopped");

@@ -24,6 +24,7 @@ use bbb_shared::{
     jobs::Job,
     lock::Locks,
     queue::{DeadLetter, Envelope, JobQueue},
+    stats::{self, Outcome, WorkerInfo},
 };
 use chrono::Utc;
 use redis::AsyncCommands;
@@ -132,6 +133,7 @@ impl<J: Job> Runner<J> {
             );
             self.dead_letter(&env, format!("crashed a worker {} times", starts - 1))
                 .await?;
+            self.count(Outcome::Failed).await;
             return self.forget(id).await;
         }
         drop(_enter);
@@ -150,6 +152,14 @@ impl<J: Job> Runner<J> {
         metrics::histogram!("bbb_job_duration_seconds", "kind" => J::NAME)
             .record(elapsed.as_secs_f64());
 
+        let counted = match &outcome {
+            Ok(()) => Some(Outcome::Done),
+            Err(JobError::Locked(_)) if env.lock_waits < self.settings.max_lock_waits => None,
+            Err(JobError::Transient(_)) if env.attempt + 1 < self.settings.max_attempts => {
+                Some(Outcome::Retried)
+            }
+            Err(_) => Some(Outcome::Failed),
+        };
         match outcome {
             Ok(()) => {
                 tracing::debug!(kind = J::NAME, key = %env.key, "job {} done", env.key);
@@ -208,7 +218,19 @@ impl<J: Job> Runner<J> {
                 self.dead_letter(&last, e.to_string()).await?;
             }
         }
+        if let Some(outcome) = counted {
+            self.count(outcome).await;
+        }
         self.forget(id).await
+    }
+
+    /// Counts an outcome for `bbb queue`; a failure to count is not the job's failure.
+    async fn count(&self, outcome: Outcome) {
+        let mut conn = self.ctx.queue.connection();
+        let prefix = &self.ctx.queue.settings().prefix;
+        if let Err(e) = stats::record(&mut conn, prefix, J::NAME, outcome).await {
+            tracing::debug!("counting a {} outcome failed: {e}", J::NAME);
+        }
     }
 
     async fn run_locked(&self, env: &Envelope<J>) -> JobResult {
@@ -290,14 +312,19 @@ async fn apalis_handler<J: Job>(
     Ok(())
 }
 
-/// A unique name per worker incarnation.
-pub fn worker_name(kind: &str, incarnation: u64) -> String {
-    let host = std::env::var("HOSTNAME")
+/// This host's name (the container's name under Docker).
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".into());
+        .unwrap_or_else(|| "host".into())
+}
+
+/// A unique name per worker incarnation.
+pub fn worker_name(kind: &str, incarnation: u64) -> String {
+    let host = host_name();
     let nonce: u16 = rand::random();
     format!(
         "{host}-{}-{kind}-{incarnation}-{nonce:04x}",
@@ -338,6 +365,18 @@ pub async fn supervise<J: Job>(
         };
         let started = std::time::Instant::now();
         tracing::info!(worker = %name, "worker {name} takes {} jobs", J::NAME);
+        let info = WorkerInfo {
+            kind: J::NAME.into(),
+            concurrency,
+            host: host_name(),
+            pid: std::process::id(),
+            started_at: Utc::now(),
+        };
+        let mut registry = conn.clone();
+        if let Err(e) = stats::register_worker(&mut registry, &settings.prefix, &name, &info).await
+        {
+            tracing::debug!(worker = %name, "registering worker {name} failed: {e}");
+        }
         let watchdog = stalled(
             conn.clone(),
             settings.apalis_config(J::NAME).workers_set(),
@@ -364,6 +403,9 @@ pub async fn supervise<J: Job>(
                 metrics::counter!("bbb_worker_restarts_total", "kind" => J::NAME).increment(1);
                 tracing::warn!(worker = %name, "worker {name} sent no heartbeat for {silent:?}: restarting it");
             }
+        }
+        if let Err(e) = stats::unregister_worker(&mut registry, &settings.prefix, &name).await {
+            tracing::debug!(worker = %name, "unregistering worker {name} failed: {e}");
         }
         if started.elapsed() > Duration::from_secs(60) {
             backoff = Duration::from_millis(200);

@@ -27,17 +27,10 @@ pub struct Registration {
 impl Registration {
     /// The job kinds registered, by name.
     pub fn kinds(&self) -> Vec<&'static str> {
-        use bbb_shared::jobs::{
-            BuildFinished, BuildStarted, Job, Probe, TaskException, TaskPending,
-        };
+        use bbb_shared::jobs::{BRIDGE_KINDS, Job, Probe};
         let mut kinds = Vec::new();
         if self.bridge {
-            kinds.extend([
-                TaskPending::NAME,
-                TaskException::NAME,
-                BuildStarted::NAME,
-                BuildFinished::NAME,
-            ]);
+            kinds.extend(BRIDGE_KINDS);
         }
         if self.probe {
             kinds.push(Probe::NAME);

@@ -208,6 +208,7 @@ impl Bed {
                 declare_exchanges: true,
                 pause_before_ack: false,
                 connection_name: format!("{name}-ingest-{i}"),
+                consuming: Default::default(),
             };
             tasks.push(tokio::spawn(bbb_ingest::run(
                 settings,
