@@ -9,6 +9,7 @@
 use anyhow::{Context as _, bail};
 use bbb_shared::{
     config::Config,
+    jobs::{BRIDGE_KINDS, Job as _, Probe},
     queue::{DeadLetter, JobQueue, QueueSettings},
 };
 use redis::aio::ConnectionManager;
@@ -214,7 +215,7 @@ pub async fn run(config: &Config, command: &DeadLettersCommand) -> anyhow::Resul
             pulse.close().await;
             println!("requeued {requeued}, kept {failed}");
             if failed > 0 {
-                bail!("{failed} dead letters could not be requeued");
+                bail!("{} could not be requeued", letters(failed));
             }
         }
         DeadLettersCommand::Purge { id: Some(id), .. } => {
@@ -230,7 +231,7 @@ pub async fn run(config: &Config, command: &DeadLettersCommand) -> anyhow::Resul
                 bail!("give the ID of the dead letter to purge, or --all to purge every one");
             }
             let purged = purge_all(&list).await?;
-            println!("purged {purged} dead letters");
+            println!("purged {}", letters(purged));
         }
     }
     Ok(())
@@ -267,35 +268,41 @@ async fn purge_all(list: &DeadLetters) -> anyhow::Result<usize> {
     Ok(purged)
 }
 
-/// The AMQP connection for republishing, opened on first need.
+/// The AMQP connection for republishing, opened on first need. A failed publish closes its
+/// channel (the broker does so on, e.g., a missing exchange): the next one opens another.
 #[derive(Default)]
 struct Pulse {
-    channel: Option<(lapin::Connection, lapin::Channel)>,
+    conn: Option<lapin::Connection>,
+    channel: Option<lapin::Channel>,
 }
 
 impl Pulse {
-    async fn channel(&mut self, config: &Config) -> anyhow::Result<&lapin::Channel> {
-        if self.channel.is_none() {
-            let conn = lapin::Connection::connect(
+    async fn channel(&mut self, config: &Config) -> anyhow::Result<lapin::Channel> {
+        if let Some(channel) = &self.channel {
+            return Ok(channel.clone());
+        }
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => lapin::Connection::connect(
                 config.pulse.url.expose(),
                 lapin::ConnectionProperties::default(),
             )
             .await
-            .map_err(|e| anyhow::anyhow!("connecting to Pulse at {}: {e}", config.pulse.url))?;
-            let channel = conn.create_channel().await?;
-            channel
-                .confirm_select(lapin::options::ConfirmSelectOptions::default())
-                .await?;
-            self.channel = Some((conn, channel));
-        }
-        match &self.channel {
-            Some((_, channel)) => Ok(channel),
-            None => bail!("no Pulse channel"),
-        }
+            .map_err(|e| anyhow::anyhow!("connecting to Pulse at {}: {e}", config.pulse.url))?,
+        };
+        let channel = conn.create_channel().await;
+        self.conn = Some(conn);
+        let channel = channel.map_err(|e| anyhow::anyhow!("opening a channel: {e}"))?;
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("enabling publisher confirms: {e}"))?;
+        self.channel = Some(channel.clone());
+        Ok(channel)
     }
 
     async fn close(self) {
-        if let Some((conn, _)) = self.channel {
+        if let Some(conn) = self.conn {
             let _ = conn.close(200, "bbb dead-letters done".into()).await;
         }
     }
@@ -315,6 +322,10 @@ async fn requeue(
             let Some(envelope) = &letter.envelope else {
                 bail!("dead letter {id} has no job envelope to requeue");
             };
+            let kind = letter.queue.as_str();
+            if !BRIDGE_KINDS.contains(&kind) && kind != Probe::NAME {
+                bail!("dead letter {id} names no known job kind ({kind:?}): not requeued");
+            }
             let job_id = list
                 .queue
                 .requeue_dead_job(&letter.queue, envelope)
@@ -358,7 +369,9 @@ async fn republish(
     body: &[u8],
 ) -> anyhow::Result<()> {
     let channel = pulse.channel(config).await?;
-    let confirmation = channel
+    // lapin's errors print their cause in their own text: keep one copy.
+    let flat = |e: lapin::Error| anyhow::anyhow!("{e}");
+    let published = channel
         .basic_publish(
             exchange.into(),
             routing_key.into(),
@@ -371,8 +384,18 @@ async fn republish(
                 .with_content_type("application/json".into())
                 .with_delivery_mode(2),
         )
-        .await?
-        .await?;
+        .await;
+    let confirmation = match published {
+        Ok(confirm) => confirm.await,
+        Err(e) => Err(e),
+    };
+    let confirmation = match confirmation {
+        Ok(c) => c,
+        Err(e) => {
+            pulse.channel = None;
+            return Err(flat(e));
+        }
+    };
     match confirmation {
         lapin::Confirmation::Ack(None) => Ok(()),
         lapin::Confirmation::Ack(Some(_)) => {
@@ -380,6 +403,14 @@ async fn republish(
         }
         lapin::Confirmation::Nack(_) => bail!("the broker refused the message"),
         lapin::Confirmation::NotRequested => Ok(()),
+    }
+}
+
+fn letters(n: usize) -> String {
+    if n == 1 {
+        "1 dead letter".to_owned()
+    } else {
+        format!("{n} dead letters")
     }
 }
 

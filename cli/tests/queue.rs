@@ -267,7 +267,7 @@ async fn snapshot_and_bbb_queue_json_count_backlogs_failures_dead_letters_worker
         .await
         .expect("the pool stops within 30 s")
         .unwrap();
-    // stats.rs: a stopped worker leaves the registry.
+    // A stopped worker is out of the registry (stats.rs), whichever way it stopped.
     for (name, _) in stats::registered_workers(&mut conn, &bed.prefix)
         .await
         .unwrap()
@@ -759,19 +759,61 @@ async fn dead_letters_are_listed_shown_requeued_and_purged_by_id_or_all() {
         stderr(&out)
     );
 
-    // Purging needs an id or --all; an id removes that entry only.
+    // --all requeues what it can and keeps the rest: a message whose exchange is gone fails
+    // (and closes its channel) without stopping the next one.
+    let mut second = message.clone();
+    second.id = "01SECONDSECONDSECONDSECOND".into();
+    second.body = Some("{\"second\":true}".into());
+    let mut lost = message.clone();
+    lost.id = "01LOSTLOSTLOSTLOSTLOSTLOST".into();
+    lost.exchange = Some(format!("exchange/{}/missing", bed.prefix));
+    bed.queue.dead_letter(&second).await.unwrap();
+    bed.queue.dead_letter(&lost).await.unwrap();
+    let out = bbb(&config, &["dead-letters", "requeue", "--all"]).await;
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("republished dead letter {}", second.id)),
+        "{text}\n{}",
+        stderr(&out)
+    );
+    assert!(text.contains("requeued 1, kept 4"), "{text}");
+    assert!(
+        stderr(&out).contains(&format!("kept dead letter {}", lost.id)),
+        "{}",
+        stderr(&out)
+    );
+    let got = channel
+        .basic_get(
+            sink.as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+        .expect("the second republished message");
+    assert_eq!(got.delivery.data, b"{\"second\":true}");
+    let ids =
+        |letters: Vec<DeadLetter>| -> Vec<String> { letters.into_iter().map(|l| l.id).collect() };
+    assert_eq!(
+        ids(bed.queue.dead_letters(100).await.unwrap()),
+        [&lost.id, &junk[1].id, &junk[0].id, &cut.id].map(String::clone)
+    );
+
+    // Purging needs an id or --all; an id removes that entry only, even with entries pushed
+    // after it.
     let out = bbb(&config, &["dead-letters", "purge"]).await;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--all"), "{}", stderr(&out));
     let out = bbb(&config, &["dead-letters", "purge", &junk[0].id]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let left: Vec<DeadLetter> = bed.queue.dead_letters(100).await.unwrap();
-    let left: Vec<&str> = left.iter().map(|l| l.id.as_str()).collect();
-    assert_eq!(left, [junk[1].id.as_str(), cut.id.as_str()]);
+    assert_eq!(
+        ids(bed.queue.dead_letters(100).await.unwrap()),
+        [&lost.id, &junk[1].id, &cut.id].map(String::clone)
+    );
 
     let out = bbb(&config, &["dead-letters", "purge", "--all"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out).trim(), "purged 2 dead letters");
+    assert_eq!(stdout(&out).trim(), "purged 3 dead letters");
     assert_eq!(bed.dead_letter_count().await, 0);
 
     let _ = channel

@@ -91,6 +91,15 @@ pub fn bindings_from_config(config: &Config) -> Vec<Binding> {
 /// Consumes until `shutdown` turns true; reconnects with capped backoff after the broker goes
 /// away. Returns once the in-progress message of every consumer has been settled.
 pub async fn run(settings: IngestSettings, queue: JobQueue, mut shutdown: watch::Receiver<bool>) {
+    // Every exchange's counters exist from the start, at zero, so rates and alerts work at once.
+    for b in &settings.bindings {
+        metrics::counter!("bbb_pulse_messages_total", "exchange" => b.exchange.clone())
+            .increment(0);
+        metrics::counter!("bbb_pulse_dead_lettered_total", "exchange" => b.exchange.clone())
+            .increment(0);
+    }
+    metrics::counter!("bbb_pulse_ignored_total").increment(0);
+    metrics::counter!("bbb_ingest_reconnects_total").increment(0);
     let mut backoff = Duration::from_millis(250);
     loop {
         if *shutdown.borrow() {

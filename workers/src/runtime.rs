@@ -389,6 +389,9 @@ pub async fn supervise<J: Job>(
                 Ok(()) => {
                     if *shutdown.borrow() {
                         tracing::info!(worker = %name, "worker {name} drained and stopped");
+                        if let Err(e) = stats::unregister_worker(&mut registry, &settings.prefix, &name).await {
+                            tracing::debug!(worker = %name, "unregistering worker {name} failed: {e}");
+                        }
                         return;
                     }
                 }
