@@ -317,7 +317,11 @@ impl Master {
         let Some(brid) = self.inner.db.unfinished_build_brid(build_id).await? else {
             return Ok(false);
         };
-        Ok(self.stop_where(|r| r.brids.contains(&brid) && r.build_ids.len() < r.brids.len()))
+        // The row may have joined its Build since the first look.
+        Ok(self.stop_where(|r| {
+            r.build_ids.contains(&build_id)
+                || (r.brids.contains(&brid) && r.build_ids.len() < r.brids.len())
+        }))
     }
 
     /// Stops the running Build serving the claimed request `brid`. False if none of this

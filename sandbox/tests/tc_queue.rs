@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use bbb_sandbox::tc::EXCHANGES;
 use bbb_sandbox::{
     clock::Clock,
     pulse::Publisher,
@@ -32,15 +33,6 @@ use taskcluster::{ClientBuilder, Credentials, Object, Queue, Retry};
 const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const BRIDGE_ID: &str = "bridge";
 const BRIDGE_TOKEN: &str = "bridge-token";
-const EXCHANGES: [&str; 7] = [
-    "task-defined",
-    "task-pending",
-    "task-running",
-    "artifact-created",
-    "task-completed",
-    "task-failed",
-    "task-exception",
-];
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A message as a consumer bound to every queue exchange received it.

@@ -352,18 +352,10 @@ async fn cleanup(config: &Config) -> anyhow::Result<()> {
             .await?;
     }
     let tc = &config.tclistener.pulse_exchange_basename;
-    let mut exchanges: Vec<String> = [
-        "task-defined",
-        "task-pending",
-        "task-running",
-        "artifact-created",
-        "task-completed",
-        "task-failed",
-        "task-exception",
-    ]
-    .iter()
-    .map(|e| format!("{tc}/{e}"))
-    .collect();
+    let mut exchanges: Vec<String> = bbb_sandbox::tc::EXCHANGES
+        .iter()
+        .map(|e| format!("{tc}/{e}"))
+        .collect();
     exchanges.push(config.bblistener.pulse_exchange.clone());
     for ex in exchanges {
         channel

@@ -133,6 +133,17 @@ pub struct ArtifactRecord {
     pub present: bool,
 }
 
+/// The exchanges the queue publishes on, after `<basename>/`.
+pub const EXCHANGES: [&str; 7] = [
+    "task-defined",
+    "task-pending",
+    "task-running",
+    "artifact-created",
+    "task-completed",
+    "task-failed",
+    "task-exception",
+];
+
 /// A fresh v4 slugid in Taskcluster's "nice" form (22 characters, first bit clear), matching
 /// `^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]$`.
 pub fn slugid() -> String {
