@@ -10,8 +10,9 @@ use bbb_sandbox::system::{Parts, Sandbox};
 use bbb_shared::{bridgedb::BridgeDb, telemetry};
 use clap::{Parser, Subcommand};
 
-/// Operate a bbb installation: apply the bridge DB's migrations, check a configuration, run
-/// the local emulators of Taskcluster, Buildbot and self-serve.
+/// Operate a bbb installation: look at the job queues, tracked tasks and dead letters, serve
+/// the status page, apply the bridge DB's migrations, check a configuration, run the local
+/// emulators of Taskcluster, Buildbot and self-serve, or the whole system as a demo.
 #[derive(Debug, Parser)]
 #[command(name = "bbb", version)]
 struct Cli {

@@ -10,7 +10,7 @@ use crate::telemetry::LogFormat;
 pub struct CommonArgs {
     /// Configuration file: the original bridge's config.json shape, JSON or TOML (by
     /// extension). TASKCLUSTER_* and BBB_* environment variables override it.
-    /// Required by every command but `bbb demo` (which runs on embedded defaults).
+    /// Required; only `bbb demo` runs without one, on embedded defaults.
     #[arg(long, short = 'c', env = "BBB_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
