@@ -12,6 +12,9 @@ use std::{sync::Arc, time::Duration};
 use redis::{AsyncCommands, Script, aio::ConnectionManager};
 use tokio::{sync::watch, task::JoinHandle};
 
+/// How often [`Locks::acquire_within`] tries again.
+pub const LOCK_POLL: Duration = Duration::from_millis(20);
+
 const RENEW: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -57,6 +60,27 @@ impl Locks {
 
     pub fn key(&self, task_id: &str) -> String {
         format!("{}:lock:{task_id}", self.prefix)
+    }
+
+    /// Tries for up to `patience`, every [`LOCK_POLL`]: most jobs hold a task for a few
+    /// milliseconds (a Build's `started` event often arrives while the task-pending job that
+    /// injected its request is finishing), so waiting briefly in place is much sooner than a
+    /// re-queued job coming back. `Ok(None)` after that: the caller re-queues.
+    pub async fn acquire_within(
+        &self,
+        task_id: &str,
+        patience: Duration,
+    ) -> redis::RedisResult<Option<LockGuard>> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if let Some(guard) = self.try_acquire(task_id).await? {
+                return Ok(Some(guard));
+            }
+            if tokio::time::Instant::now() + LOCK_POLL > deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(LOCK_POLL).await;
+        }
     }
 
     /// Tries once. `Ok(None)` means another job holds the task: the caller re-queues, it does

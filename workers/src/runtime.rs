@@ -5,7 +5,8 @@
 //! requested delay, and a job that kills its process is re-queued forever without counting an
 //! attempt. So every job returns `Ok` to apalis once this runtime has decided its fate:
 //! - success -> done;
-//! - task locked by another job -> re-pushed with a short delay (not failed, not spun on);
+//! - task locked by another job -> waits in place up to [`LOCK_PATIENCE`], then re-pushed with
+//!   a short delay (not failed, not spun on);
 //! - transient error -> re-pushed with capped exponential backoff, attempt + 1;
 //! - permanent error, or attempts exhausted -> dead-letter list with the error;
 //! - a job that crashes workers (its start count passes `max_attempts` without an outcome) ->
@@ -29,6 +30,11 @@ use bbb_shared::{
 use chrono::Utc;
 use redis::AsyncCommands;
 use tokio::sync::watch;
+
+/// How long a job waits in place for its task's lock before it is re-queued with
+/// `lock_busy_delay`: long enough for the short jobs that usually hold it, short enough not to
+/// tie up a worker slot behind a long one.
+pub const LOCK_PATIENCE: Duration = Duration::from_millis(500);
 
 /// How a handler failed.
 #[derive(Debug, thiserror::Error)]
@@ -235,7 +241,7 @@ impl<J: Job> Runner<J> {
 
     async fn run_locked(&self, env: &Envelope<J>) -> JobResult {
         let guard = match env.job.lock_key() {
-            Some(task_id) => match self.ctx.locks.try_acquire(&task_id).await {
+            Some(task_id) => match self.ctx.locks.acquire_within(&task_id, LOCK_PATIENCE).await {
                 Ok(Some(g)) => Some(g),
                 Ok(None) => return Err(JobError::Locked(task_id)),
                 Err(e) => return Err(JobError::Transient(e.into())),

@@ -88,7 +88,11 @@ pub async fn lock_and_read(
     b: &Bridge,
     t: &BuildTask,
 ) -> Result<Option<(LockGuard, TrackedTask)>, JobError> {
-    let guard = match ctx.locks.try_acquire(&t.task_id).await {
+    let guard = match ctx
+        .locks
+        .acquire_within(&t.task_id, crate::runtime::LOCK_PATIENCE)
+        .await
+    {
         Ok(Some(g)) => g,
         Ok(None) => return Err(JobError::Locked(t.task_id.clone())),
         Err(e) => return Err(JobError::Transient(e.into())),
