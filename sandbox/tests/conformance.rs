@@ -603,17 +603,6 @@ impl Bus {
 // ---------------------------------------------------------------------------------------------
 // The queue.
 
-/// Every exchange the queue emulator may publish on (declared here so that all are deleted).
-const QUEUE_EXCHANGES: [&str; 7] = [
-    "task-defined",
-    "task-pending",
-    "task-running",
-    "artifact-created",
-    "task-completed",
-    "task-failed",
-    "task-exception",
-];
-
 /// The queue emulator on its own exchanges, its clock set to the sample's time (the
 /// sample's run 0 was scheduled at 05:19:58.120).
 struct QueueBed {
@@ -626,7 +615,7 @@ impl QueueBed {
     async fn new() -> QueueBed {
         let basename = format!("{}/exchange/taskcluster-queue/v1", unique("conformance"));
         let bus = Bus::new(
-            QUEUE_EXCHANGES
+            bbb_sandbox::tc::EXCHANGES
                 .iter()
                 .map(|e| format!("{basename}/{e}"))
                 .collect(),

@@ -254,7 +254,7 @@ async fn read_redis(
     now: DateTime<Utc>,
 ) -> anyhow::Result<RedisSide> {
     let prefix = settings.prefix.as_str();
-    let queue = |kind: &str| format!("{prefix}:{kind}");
+    let keys = |kind: &str| crate::queue::queue_keys(prefix, kind);
     let now_secs = now.timestamp();
     let now_f = now.timestamp_millis() as f64 / 1000.0;
 
@@ -275,15 +275,15 @@ async fn read_redis(
     let mut pipe = redis::pipe();
     pipe.atomic();
     for kind in &kinds {
-        let q = queue(kind);
-        let scheduled = format!("{q}:scheduled");
-        let active = format!("{q}:active");
+        let q = keys(kind);
+        let scheduled = q.scheduled_jobs_set();
+        let active = q.active_jobs_list();
         pipe.llen(&active)
             .zcount(&scheduled, "-inf", now_secs)
             .zcount(&scheduled, format!("({now_secs}"), "+inf")
             .lrange(&active, 0, AGE_SAMPLE as isize - 1)
             .zrangebyscore_limit_withscores(&scheduled, "-inf", now_secs, 0, AGE_SAMPLE as isize)
-            .zrange_withscores(format!("{q}:workers"), 0, -1);
+            .zrange_withscores(q.workers_set(), 0, -1);
     }
     // Kind by kind, outcome by outcome in `Outcome::ALL` order, oldest minute first.
     let mut counter_keys = Vec::new();
@@ -297,7 +297,7 @@ async fn read_redis(
     if !counter_keys.is_empty() {
         pipe.mget(&counter_keys);
     }
-    let dead_key = format!("{prefix}:dead-letters");
+    let dead_key = crate::queue::dead_letter_key(prefix);
     pipe.llen(&dead_key);
     let mut replies = query(&pipe, &mut conn)
         .await
@@ -323,9 +323,10 @@ async fn read_redis(
     // Round trip 2: in-flight set sizes and the sampled envelopes.
     let mut pipe = redis::pipe();
     for (kind, read) in kinds.iter().zip(&reads) {
-        let q = queue(kind);
+        let q = keys(kind);
+        let inflight = q.inflight_jobs_set();
         for (worker, _) in &read.heartbeats {
-            pipe.scard(format!("{q}:inflight:{worker}"));
+            pipe.scard(format!("{inflight}:{worker}"));
         }
         let ids: Vec<&str> = read
             .head
@@ -334,7 +335,7 @@ async fn read_redis(
             .chain(read.longest_due.iter().map(|(id, _)| id.as_str()))
             .collect();
         if !ids.is_empty() {
-            pipe.cmd("HMGET").arg(format!("{q}:data")).arg(&ids);
+            pipe.cmd("HMGET").arg(q.job_data_hash()).arg(&ids);
         }
     }
     let mut replies = query(&pipe, &mut conn)

@@ -84,6 +84,17 @@ pub struct QueueSettings {
     pub fetch_batch: usize,
 }
 
+/// The Redis keys of one job kind's queue under `prefix`, as apalis-redis names them: what
+/// readers (`bbb queue`) need, without the producer and worker settings.
+pub fn queue_keys(prefix: &str, kind: &str) -> ApalisConfig {
+    ApalisConfig::default().queue(format!("{prefix}:{kind}"))
+}
+
+/// The dead-letter list under `prefix`.
+pub fn dead_letter_key(prefix: &str) -> String {
+    format!("{prefix}:dead-letters")
+}
+
 impl QueueSettings {
     pub fn queue_name(&self, kind: &str) -> String {
         format!("{}:{kind}", self.prefix)
@@ -101,7 +112,7 @@ impl QueueSettings {
     }
 
     pub fn dead_letter_key(&self) -> String {
-        format!("{}:dead-letters", self.prefix)
+        dead_letter_key(&self.prefix)
     }
 }
 

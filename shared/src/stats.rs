@@ -68,28 +68,6 @@ pub async fn record(
         .await
 }
 
-/// Sums the counters of `minutes` whole minutes ending with the minute before `now` (the
-/// current minute is still filling), oldest first.
-pub async fn per_minute(
-    conn: &mut ConnectionManager,
-    prefix: &str,
-    kind: &str,
-    outcome: Outcome,
-    now: DateTime<Utc>,
-    minutes: i64,
-) -> redis::RedisResult<Vec<u64>> {
-    let current = epoch_minute(now);
-    let keys: Vec<String> = (1..=minutes)
-        .rev()
-        .map(|back| counter_key(prefix, kind, outcome, current - back))
-        .collect();
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let values: Vec<Option<u64>> = conn.mget(&keys).await?;
-    Ok(values.into_iter().map(Option::unwrap_or_default).collect())
-}
-
 /// A running apalis worker, as registered by the runtime.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerInfo {

@@ -158,17 +158,10 @@ impl<J: Job> Runner<J> {
         metrics::histogram!("bbb_job_duration_seconds", "kind" => J::NAME)
             .record(elapsed.as_secs_f64());
 
-        let counted = match &outcome {
-            Ok(()) => Some(Outcome::Done),
-            Err(JobError::Locked(_)) if env.lock_waits < self.settings.max_lock_waits => None,
-            Err(JobError::Transient(_)) if env.attempt + 1 < self.settings.max_attempts => {
-                Some(Outcome::Retried)
-            }
-            Err(_) => Some(Outcome::Failed),
-        };
         match outcome {
             Ok(()) => {
                 tracing::debug!(kind = J::NAME, key = %env.key, "job {} done", env.key);
+                self.count(Outcome::Done).await;
             }
             Err(JobError::Locked(task_id)) if env.lock_waits >= self.settings.max_lock_waits => {
                 tracing::error!(
@@ -185,6 +178,7 @@ impl<J: Job> Runner<J> {
                     ),
                 )
                 .await?;
+                self.count(Outcome::Failed).await;
             }
             Err(JobError::Locked(task_id)) => {
                 let mut next = env.clone();
@@ -212,6 +206,7 @@ impl<J: Job> Runner<J> {
                     self.settings.max_attempts
                 );
                 self.repush(&next, delay).await?;
+                self.count(Outcome::Retried).await;
             }
             Err(e) => {
                 let attempts = env.attempt + 1;
@@ -222,10 +217,8 @@ impl<J: Job> Runner<J> {
                 let mut last = env.clone();
                 last.attempt = attempts;
                 self.dead_letter(&last, e.to_string()).await?;
+                self.count(Outcome::Failed).await;
             }
-        }
-        if let Some(outcome) = counted {
-            self.count(outcome).await;
         }
         self.forget(id).await
     }
@@ -390,20 +383,13 @@ pub async fn supervise<J: Job>(
             settings.heartbeat * u32::try_from(settings.missed_heartbeats + 1).unwrap_or(u32::MAX),
             shutdown.clone(),
         );
-        tokio::select! {
+        let drained = tokio::select! {
             outcome = worker.run_until(signal) => match outcome {
-                Ok(()) => {
-                    if *shutdown.borrow() {
-                        tracing::info!(worker = %name, "worker {name} drained and stopped");
-                        if let Err(e) = stats::unregister_worker(&mut registry, &settings.prefix, &name).await {
-                            tracing::debug!(worker = %name, "unregistering worker {name} failed: {e}");
-                        }
-                        return;
-                    }
-                }
+                Ok(()) => *shutdown.borrow(),
                 Err(e) => {
                     metrics::counter!("bbb_worker_restarts_total", "kind" => J::NAME).increment(1);
                     tracing::warn!(worker = %name, "worker {name} stopped on an error, restarting in {backoff:?}: {e}");
+                    false
                 }
             },
             silent = watchdog => {
@@ -411,10 +397,15 @@ pub async fn supervise<J: Job>(
                 // per-task locks keep them from running twice at once.
                 metrics::counter!("bbb_worker_restarts_total", "kind" => J::NAME).increment(1);
                 tracing::warn!(worker = %name, "worker {name} sent no heartbeat for {silent:?}: restarting it");
+                false
             }
-        }
+        };
         if let Err(e) = stats::unregister_worker(&mut registry, &settings.prefix, &name).await {
             tracing::debug!(worker = %name, "unregistering worker {name} failed: {e}");
+        }
+        if drained {
+            tracing::info!(worker = %name, "worker {name} drained and stopped");
+            return;
         }
         if started.elapsed() > Duration::from_secs(60) {
             backoff = Duration::from_millis(200);
